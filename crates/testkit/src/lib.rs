@@ -12,3 +12,5 @@
 //! Every server binds `127.0.0.1` on an ephemeral port and records what it accepted, so tests
 //! can assert that nothing was lost, altered or duplicated.
 #![forbid(unsafe_code)]
+
+pub mod dns;
