@@ -37,6 +37,7 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::Server;
 use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio::net::{TcpListener, UdpSocket};
@@ -154,6 +155,7 @@ impl DnsServerBuilder {
             entries: self.entries,
             faults: self.faults,
             queries: Vec::new(),
+            tcp_queries: 0,
         }));
         let handler = Handler {
             state: Arc::clone(&state),
@@ -220,6 +222,11 @@ impl DnsServer {
         lock(&self.state).queries.iter().filter(|(n, _)| *n == name).count()
     }
 
+    /// How many queries arrived over TCP (the rest came over UDP).
+    pub fn tcp_query_count(&self) -> usize {
+        lock(&self.state).tcp_queries
+    }
+
     /// Sets or replaces a fault on `name` while the server runs.
     pub fn set_fault(&self, name: &str, fault: Option<Fault>) {
         let name = normalise(name);
@@ -236,6 +243,7 @@ struct State {
     entries: Vec<Entry>,
     faults: Vec<(String, Option<RecordType>, Fault)>,
     queries: Vec<(String, RecordType)>,
+    tcp_queries: usize,
 }
 
 /// A poisoned lock only means another test thread panicked; the data is still usable.
@@ -354,6 +362,9 @@ impl RequestHandler for Handler {
             return send(request, &mut response_handle, metadata, &[], None).await;
         };
         let qname = normalise(&query.name().to_string());
+        if request.protocol() == Protocol::Tcp {
+            lock(&self.state).tcp_queries += 1;
+        }
         match self.decide(&qname, query.query_type()) {
             Outcome::Drop => ResponseInfo::from(Header { metadata, counts: HeaderCounts::default() }),
             Outcome::Code(code) => {
