@@ -6,7 +6,15 @@
 //! ```
 //!
 //! - [`spool`]: the durable spool; a message is acknowledged only once it is on disk.
+//! - [`queue`]: the retry scheduler and its bounded pool of delivery workers.
+//! - [`router`]: rules that choose a route list per recipient.
+//! - [`delivery`]: the [`delivery::Transport`] seam and the local sink.
+//! - [`config`]: the TOML configuration.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod config;
+pub mod delivery;
+pub mod queue;
+pub mod router;
 pub mod spool;

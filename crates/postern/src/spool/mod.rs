@@ -298,7 +298,6 @@ impl Spool {
 
     /// Stores a whole message in one call (used for bounces): the same path as
     /// [`Spool::receive`], [`Incoming::write`], [`Incoming::commit`].
-    #[allow(dead_code)] // used by the bounce path of the queue
     pub(crate) async fn store(
         &self,
         id: QueueId,

@@ -1,0 +1,495 @@
+//! The queue: an in-memory index of spooled messages by next-attempt time, a bounded pool of
+//! delivery workers, retry with exponential backoff and jitter, expiry, and bounces.
+//!
+//! Each attempt takes every pending recipient of a message, groups them by route (the first
+//! route of the [`Router`]'s list), hands each group to its [`Transport`], and records the
+//! outcomes in the message's [`MessageState`] (durably, before the next attempt):
+//!
+//! - delivered: final;
+//! - transient: retried after `retry_initial * 2^(attempts-1)` (capped at `retry_max`,
+//!   ±20 % jitter, never before the route's `retry_after`), until `lifetime` after reception,
+//!   then final failure (expired);
+//! - permanent: final failure.
+//!
+//! Recipients that fail get exactly one delivery status notification per failure batch, from
+//! `<>` to the original sender, spooled under the derived id `QueueId::bounce(n)` (so a
+//! restart never sends it twice); never to the null sender, so never a bounce of a bounce.
+//! When every recipient is final the message files are deleted.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::delivery::{RcptOutcome, Transport, build_bounce};
+use crate::router::Router;
+use crate::spool::{
+    ClientInfo, Envelope, FinalOutcome, MessageState, Recipient, RecoveredMessage, Spool,
+    SpoolError, SpooledMessage,
+};
+
+/// Queue and retry settings (the `[queue]` table). Durations are strings such as `"90s"`,
+/// `"15m"`, `"4h"`, `"5d"`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct QueueConfig {
+    /// Delivery attempts in progress at once. Default 16.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// How long a message is retried before its pending recipients fail. Default `"5d"`.
+    #[serde(
+        default = "default_lifetime",
+        deserialize_with = "crate::config::de_duration"
+    )]
+    pub lifetime: Duration,
+    /// The first retry delay. Default `"1m"`.
+    #[serde(
+        default = "default_retry_initial",
+        deserialize_with = "crate::config::de_duration"
+    )]
+    pub retry_initial: Duration,
+    /// The longest retry delay. Default `"1h"`.
+    #[serde(
+        default = "default_retry_max",
+        deserialize_with = "crate::config::de_duration"
+    )]
+    pub retry_max: Duration,
+    /// The name this relay gives itself in bounces (`Reporting-MTA`). Default: the host name.
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
+}
+
+fn default_concurrency() -> usize {
+    16
+}
+fn default_lifetime() -> Duration {
+    Duration::from_secs(5 * 24 * 3600)
+}
+fn default_retry_initial() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_retry_max() -> Duration {
+    Duration::from_secs(3600)
+}
+pub(crate) fn default_hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: default_concurrency(),
+            lifetime: default_lifetime(),
+            retry_initial: default_retry_initial(),
+            retry_max: default_retry_max(),
+            hostname: default_hostname(),
+        }
+    }
+}
+
+/// The transports by route name.
+pub type Transports = BTreeMap<Arc<str>, Arc<dyn Transport>>;
+
+struct Ctx {
+    spool: Arc<Spool>,
+    router: Arc<Router>,
+    transports: Transports,
+    cfg: QueueConfig,
+}
+
+/// A running queue. Dropping it does not stop it; call [`QueueHandle::shutdown`].
+#[derive(Debug)]
+pub struct QueueHandle {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl QueueHandle {
+    /// Stops dispatching, waits for the attempts in progress to finish and be recorded, and
+    /// returns. Queued messages stay in the spool for the next start.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the queue: takes the recovered messages, subscribes to new commits of `spool`, and
+/// delivers through `transports` as `router` decides.
+pub fn start(
+    spool: Arc<Spool>,
+    recovered: Vec<RecoveredMessage>,
+    router: Arc<Router>,
+    transports: Transports,
+    cfg: QueueConfig,
+) -> QueueHandle {
+    let incoming = spool.subscribe();
+    let (stop, stop_rx) = watch::channel(false);
+    let ctx = Arc::new(Ctx {
+        spool,
+        router,
+        transports,
+        cfg,
+    });
+    let task = tokio::spawn(run(ctx, recovered, incoming, stop_rx));
+    QueueHandle { stop, task }
+}
+
+type Done = (SpooledMessage, MessageState, Option<SystemTime>);
+
+async fn run(
+    ctx: Arc<Ctx>,
+    recovered: Vec<RecoveredMessage>,
+    mut incoming: mpsc::UnboundedReceiver<SpooledMessage>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut idx = Index::default();
+    let sem = Arc::new(Semaphore::new(ctx.cfg.concurrency.max(1)));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let mut workers = JoinSet::new();
+
+    let now = Instant::now();
+    tracing::info!(messages = recovered.len(), "queue started");
+    for r in recovered {
+        let at = due_instant(earliest(&r.state));
+        idx.push(r.message, r.state, at.max(now));
+    }
+    loop {
+        // Dispatch everything due while there are free workers.
+        let now = Instant::now();
+        while let Some(Reverse((at, _))) = idx.heap.peek() {
+            if *at > now {
+                break;
+            }
+            let Ok(permit) = Arc::clone(&sem).try_acquire_owned() else {
+                break;
+            };
+            let Some(Reverse((_, key))) = idx.heap.pop() else {
+                break;
+            };
+            let Some((msg, state)) = idx.entries.remove(&key) else {
+                continue;
+            };
+            let ctx = Arc::clone(&ctx);
+            let done_tx = done_tx.clone();
+            workers.spawn(async move {
+                let (msg, state, next) = attempt(&ctx, msg, state).await;
+                drop(permit);
+                let _ = done_tx.send((msg, state, next));
+            });
+        }
+        let next_due = idx.heap.peek().map(|Reverse((at, _))| *at);
+        let can_dispatch = sem.available_permits() > 0;
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            Some(msg) = incoming.recv() => {
+                let n = msg.envelope().recipients.len();
+                idx.push(msg, MessageState::new(n), Instant::now());
+            }
+            Some((msg, state, next)) = done_rx.recv() => {
+                if let Some(t) = next {
+                    idx.push(msg, state, due_instant(Some(t)));
+                }
+            }
+            Some(_) = workers.join_next(), if !workers.is_empty() => {}
+            () = sleep_until_opt(next_due), if next_due.is_some() && can_dispatch => {}
+        }
+    }
+    tracing::info!(
+        in_progress = workers.len(),
+        "queue stopping: waiting for attempts in progress"
+    );
+    while workers.join_next().await.is_some() {}
+    tracing::info!(
+        queued = idx.entries.len(),
+        "queue stopped; queued messages stay in the spool"
+    );
+}
+
+#[derive(Default)]
+struct Index {
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    entries: HashMap<u64, (SpooledMessage, MessageState)>,
+    seq: u64,
+}
+
+impl Index {
+    fn push(&mut self, msg: SpooledMessage, state: MessageState, at: Instant) {
+        self.seq += 1;
+        self.entries.insert(self.seq, (msg, state));
+        self.heap.push(Reverse((at, self.seq)));
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// The earliest next attempt among pending recipients (`None`: now).
+fn earliest(state: &MessageState) -> Option<SystemTime> {
+    state
+        .recipients
+        .iter()
+        .filter(|r| r.outcome.is_none())
+        .map(|r| r.next_attempt)
+        .min()
+        .flatten()
+}
+
+fn due_instant(at: Option<SystemTime>) -> Instant {
+    let now = Instant::now();
+    match at.and_then(|t| t.duration_since(SystemTime::now()).ok()) {
+        Some(d) => now + d,
+        None => now,
+    }
+}
+
+/// The delay before retry number `attempts` (1-based), with ±20 % jitter.
+pub fn backoff(cfg: &QueueConfig, attempts: u32) -> Duration {
+    let exp = attempts.saturating_sub(1).min(30);
+    let base = cfg
+        .retry_initial
+        .saturating_mul(1u32 << exp)
+        .min(cfg.retry_max);
+    let jitter: f64 = rand::random_range(0.8..1.2);
+    base.mul_f64(jitter)
+}
+
+/// One attempt over every pending recipient; returns the new state and when to try again
+/// (`None`: finished and removed from the spool).
+async fn attempt(
+    ctx: &Ctx,
+    msg: SpooledMessage,
+    mut state: MessageState,
+) -> (SpooledMessage, MessageState, Option<SystemTime>) {
+    let id = msg.id().clone();
+    let env = msg.envelope();
+    if !state.dsn_pending.is_empty() {
+        // Recovered with a notice decided but maybe not spooled.
+        if let Err(e) = send_dsn(ctx, &msg, &mut state).await {
+            tracing::error!(queue_id = %id, error = %e, "cannot spool delivery status notification; will retry");
+            return (msg, state, Some(SystemTime::now() + ctx.cfg.retry_initial));
+        }
+    }
+    let now = SystemTime::now();
+    let due: Vec<usize> = state
+        .pending()
+        .into_iter()
+        .filter(|&i| state.recipients[i].next_attempt.is_none_or(|t| t <= now))
+        .collect();
+    let mut groups: BTreeMap<Arc<str>, Vec<usize>> = BTreeMap::new();
+    let mut outcomes: Vec<(usize, Option<Arc<str>>, RcptOutcome)> = Vec::new();
+    for &i in &due {
+        match ctx.router.routes_for(env, i).first() {
+            Some(route) if ctx.transports.contains_key(route) => {
+                groups.entry(Arc::clone(route)).or_default().push(i);
+            }
+            other => outcomes.push((
+                i,
+                other.cloned(),
+                RcptOutcome::permanent(
+                    "550 5.4.4 no route configured for this recipient",
+                    "no_route",
+                ),
+            )),
+        }
+    }
+    if !groups.is_empty() {
+        ctx.spool.mark_in_flight(&id, &due).await;
+    }
+    for (route, rcpts) in &groups {
+        let transport = &ctx.transports[route];
+        let report = transport.deliver(&msg, rcpts).await;
+        for &i in rcpts {
+            let o = report.get(i).cloned().unwrap_or_else(|| {
+                RcptOutcome::transient(format!("route {route} reported no outcome"), "internal")
+            });
+            outcomes.push((i, Some(Arc::clone(route)), o));
+        }
+    }
+
+    let now = SystemTime::now();
+    let expires = env.received_at + ctx.cfg.lifetime;
+    let mut failed: Vec<(usize, String, bool)> = Vec::new();
+    for (i, route, outcome) in outcomes {
+        let rcpt = &env.recipients[i].address;
+        let route = route.as_deref().unwrap_or("-");
+        let r = &mut state.recipients[i];
+        r.attempts += 1;
+        match outcome {
+            RcptOutcome::Delivered { reply } => {
+                tracing::info!(queue_id = %id, from = env.mail_from_display(), rcpt, route, attempts = r.attempts, %reply, "delivered");
+                r.last_reply = Some(reply.clone());
+                r.last_category = None;
+                r.next_attempt = None;
+                r.outcome = Some(FinalOutcome::Delivered { reply, at: now });
+            }
+            RcptOutcome::Transient {
+                reason,
+                category,
+                retry_after,
+            } => {
+                r.last_reply = Some(reason.clone());
+                r.last_category = Some(category.clone());
+                if now >= expires {
+                    tracing::warn!(queue_id = %id, rcpt, route, attempts = r.attempts, %reason, category, "failed: retry period expired");
+                    failed.push((i, reason, true));
+                } else {
+                    let delay = backoff(&ctx.cfg, r.attempts).max(retry_after.unwrap_or_default());
+                    let next = (now + delay).min(expires);
+                    r.next_attempt = Some(next);
+                    tracing::warn!(queue_id = %id, rcpt, route, attempts = r.attempts, %reason, category, retry_in_s = delay.as_secs(), "deferred");
+                }
+            }
+            RcptOutcome::Permanent {
+                reason,
+                category,
+                remedy,
+            } => {
+                r.last_reply = Some(reason.clone());
+                r.last_category = Some(category.clone());
+                match &remedy {
+                    Some(remedy) => {
+                        tracing::error!(queue_id = %id, rcpt, route, %reason, category, remedy, "failed permanently")
+                    }
+                    None => {
+                        tracing::warn!(queue_id = %id, rcpt, route, %reason, category, "failed permanently")
+                    }
+                }
+                failed.push((i, reason, false));
+            }
+        }
+    }
+    // Recipients whose lifetime ran out without an attempt now (e.g. retry scheduled late).
+    for i in state.pending() {
+        if now >= expires
+            && !failed.iter().any(|f| f.0 == i)
+            && state.recipients[i].attempts > 0
+            && !due.contains(&i)
+        {
+            let reason = state.recipients[i]
+                .last_reply
+                .clone()
+                .unwrap_or_else(|| "retry period expired".into());
+            failed.push((i, reason, true));
+        }
+    }
+    let mut notify = Vec::new();
+    for (i, reason, expired) in &failed {
+        let wants = env.mail_from.is_some() && env.recipients[*i].wants_failure_notice();
+        let r = &mut state.recipients[*i];
+        r.next_attempt = None;
+        r.outcome = Some(FinalOutcome::Failed {
+            reason: reason.clone(),
+            category: r.last_category.clone().unwrap_or_else(|| "expired".into()),
+            expired: *expired,
+            notified: wants,
+            at: now,
+        });
+        if wants {
+            notify.push(*i);
+        } else if env.mail_from.is_none() {
+            tracing::info!(queue_id = %id, rcpt = %env.recipients[*i].address, "no failure notice: null sender");
+        }
+    }
+    if !notify.is_empty() {
+        state.dsn_pending = notify;
+        let r = match ctx.spool.save_state(&id, &state).await {
+            Ok(()) => send_dsn(ctx, &msg, &mut state).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
+            tracing::error!(queue_id = %id, error = %e, "cannot spool delivery status notification; will retry");
+            return (msg, state, Some(SystemTime::now() + ctx.cfg.retry_initial));
+        }
+    }
+    if state.is_finished() {
+        if let Err(e) = ctx.spool.remove(&id).await {
+            tracing::error!(queue_id = %id, error = %e, "cannot remove finished message");
+        }
+        tracing::info!(queue_id = %id, "message finished");
+        return (msg, state, None);
+    }
+    if let Err(e) = ctx.spool.save_state(&id, &state).await {
+        tracing::error!(queue_id = %id, error = %e, "cannot record delivery state; recipients may be attempted again");
+    }
+    let next = earliest(&state).unwrap_or(now);
+    (msg, state, Some(next))
+}
+
+/// Spools the notice for `state.dsn_pending` (unless a previous run already did) and clears
+/// it.
+async fn send_dsn(
+    ctx: &Ctx,
+    msg: &SpooledMessage,
+    state: &mut MessageState,
+) -> Result<(), SpoolError> {
+    let env = msg.envelope();
+    let bounce_id = msg.id().bounce(state.dsn_seq);
+    if env.mail_from.is_some() && !ctx.spool.contains(&bounce_id).await {
+        let failed: Vec<(usize, String, bool)> = state
+            .dsn_pending
+            .iter()
+            .map(|&i| {
+                let r = &state.recipients[i];
+                let (reason, expired) = match &r.outcome {
+                    Some(FinalOutcome::Failed {
+                        reason, expired, ..
+                    }) => (reason.clone(), *expired),
+                    _ => (r.last_reply.clone().unwrap_or_default(), false),
+                };
+                (i, reason, expired)
+            })
+            .collect();
+        let refs: Vec<(usize, &str, bool)> = failed
+            .iter()
+            .map(|(i, r, e)| (*i, r.as_str(), *e))
+            .collect();
+        let headers = original_headers(msg).await;
+        let body = build_bounce(
+            msg.id(),
+            env,
+            &refs,
+            &headers,
+            &ctx.cfg.hostname,
+            SystemTime::now(),
+        );
+        let client = ClientInfo::new(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            ctx.cfg.hostname.clone(),
+            "bounce",
+        );
+        let sender = env.mail_from.clone().unwrap_or_default();
+        let bounce_env = Envelope::new(None, vec![Recipient::new(sender.clone())], client);
+        ctx.spool.store(bounce_id.clone(), bounce_env, body).await?;
+        tracing::info!(queue_id = %msg.id(), bounce_id = %bounce_id, to = %sender, recipients = failed.len(), "failure notice queued");
+    }
+    state.dsn_seq += 1;
+    state.dsn_pending.clear();
+    Ok(())
+}
+
+/// The header block of the original message (at most 64 KiB), for the notice.
+async fn original_headers(msg: &SpooledMessage) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    if let Ok(r) = msg.open_body().await {
+        let _ = r.take(64 * 1024).read_to_end(&mut out).await;
+    }
+    if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+        out.truncate(end + 2);
+    }
+    out
+}
