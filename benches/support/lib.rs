@@ -28,7 +28,7 @@ pub fn message(size: usize) -> Vec<u8> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut line = 0usize;
     while out.len() < size {
-        if line % 97 == 0 {
+        if line.is_multiple_of(97) {
             out.push(b'.');
         }
         for i in 0..76 {

@@ -23,5 +23,9 @@ pub fn emit(value: &serde_json::Value, ok: bool) -> ExitCode {
     // A closed pipe is not worth a panic: the exit status still tells the story.
     let _ = serde_json::to_writer_pretty(&mut out, value);
     let _ = writeln!(out);
-    if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
