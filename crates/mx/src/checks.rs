@@ -45,8 +45,20 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    fn new(check: &'static str, status: Status, summary: String, remedy: Option<String>, records: Vec<String>) -> Self {
-        Self { check, status, summary, remedy, records }
+    fn new(
+        check: &'static str,
+        status: Status,
+        summary: String,
+        remedy: Option<String>,
+        records: Vec<String>,
+    ) -> Self {
+        Self {
+            check,
+            status,
+            summary,
+            remedy,
+            records,
+        }
     }
 
     fn transient(check: &'static str, e: &Error) -> Self {
@@ -108,17 +120,36 @@ pub struct SpfIpVerdict {
 ///
 /// # Errors
 /// [`Error::InvalidName`] when `domain` is not a valid name.
-pub async fn check_domain(resolver: &MxResolver, domain: &str, ip: Option<IpAddr>) -> Result<DomainReport, Error> {
+pub async fn check_domain(
+    resolver: &MxResolver,
+    domain: &str,
+    ip: Option<IpAddr>,
+) -> Result<DomainReport, Error> {
     let domain = exo::normalise_domain(domain)?;
-    let mx = check_mx(resolver, &domain).await.unwrap_or_else(|e| Verdict::transient("mx", &e));
-    let spf = check_spf(resolver, &domain).await.unwrap_or_else(|e| Verdict::transient("spf", &e));
+    let mx = check_mx(resolver, &domain)
+        .await
+        .unwrap_or_else(|e| Verdict::transient("mx", &e));
+    let spf = check_spf(resolver, &domain)
+        .await
+        .unwrap_or_else(|e| Verdict::transient("spf", &e));
     let spf_ip = match ip {
         Some(ip) => Some(check_spf_ip(resolver, &domain, ip).await),
         None => None,
     };
-    let dmarc = check_dmarc(resolver, &domain).await.unwrap_or_else(|e| Verdict::transient("dmarc", &e));
-    let dkim = check_dkim(resolver, &domain).await.unwrap_or_else(|e| Verdict::transient("dkim", &e));
-    Ok(DomainReport { domain, mx, spf, spf_ip, dmarc, dkim })
+    let dmarc = check_dmarc(resolver, &domain)
+        .await
+        .unwrap_or_else(|e| Verdict::transient("dmarc", &e));
+    let dkim = check_dkim(resolver, &domain)
+        .await
+        .unwrap_or_else(|e| Verdict::transient("dkim", &e));
+    Ok(DomainReport {
+        domain,
+        mx,
+        spf,
+        spf_ip,
+        dmarc,
+        dkim,
+    })
 }
 
 /// Does the domain's MX point at Exchange Online?
@@ -135,22 +166,34 @@ pub async fn check_mx(resolver: &MxResolver, domain: &str) -> Result<Verdict, Er
                 "mx",
                 Status::Fail,
                 format!("no mail route: {e}"),
-                Some(format!("Publish an MX record for {domain} pointing at the value shown in the Microsoft 365 admin centre (Settings > Domains), typically {derived}.")),
+                Some(format!(
+                    "Publish an MX record for {domain} pointing at the value shown in the Microsoft 365 admin centre (Settings > Domains), typically {derived}."
+                )),
                 Vec::new(),
             ));
         }
     };
-    let records: Vec<String> = lookup.hosts.iter().map(|h| format!("{} {}", h.preference, h.exchange)).collect();
+    let records: Vec<String> = lookup
+        .hosts
+        .iter()
+        .map(|h| format!("{} {}", h.preference, h.exchange))
+        .collect();
     if lookup.null_mx {
         return Ok(Verdict::new(
             "mx",
             Status::Fail,
             format!("{domain} publishes a null MX (RFC 7505): it accepts no mail"),
-            Some(format!("Replace the \"0 .\" MX of {domain} with the Exchange Online MX from the admin centre if the domain should receive mail.")),
+            Some(format!(
+                "Replace the \"0 .\" MX of {domain} with the Exchange Online MX from the admin centre if the domain should receive mail."
+            )),
             vec!["0 .".into()],
         ));
     }
-    let first = lookup.hosts.first().map(|h| h.exchange.clone()).unwrap_or_default();
+    let first = lookup
+        .hosts
+        .first()
+        .map(|h| h.exchange.clone())
+        .unwrap_or_default();
     Ok(match exo::classify_exchange(&first) {
         Some(kind) if kind.matches_domain(domain) => {
             Verdict::new("mx", Status::Pass, format!("MX points at Exchange Online ({first})"), None, records)
@@ -175,7 +218,10 @@ pub async fn check_mx(resolver: &MxResolver, domain: &str) -> Result<Verdict, Er
 /// The SPF record(s) at `domain`, filtered from its TXT records.
 async fn spf_records(resolver: &MxResolver, domain: &str) -> Result<Vec<String>, Error> {
     match resolver.txt(domain).await {
-        Ok(t) => Ok(t.into_iter().filter(|t| is_spf_record(t.as_bytes())).collect()),
+        Ok(t) => Ok(t
+            .into_iter()
+            .filter(|t| is_spf_record(t.as_bytes()))
+            .collect()),
         Err(e) if e.is_permanent() => Ok(Vec::new()),
         Err(e) => Err(e),
     }
@@ -195,7 +241,9 @@ pub async fn check_spf(resolver: &MxResolver, domain: &str) -> Result<Verdict, E
                 "spf",
                 Status::Fail,
                 format!("{domain} has no SPF record"),
-                Some(format!("Publish a TXT record at {domain}: {suggested}, adding ip4: terms for on-premises senders such as Direct Send devices.")),
+                Some(format!(
+                    "Publish a TXT record at {domain}: {suggested}, adding ip4: terms for on-premises senders such as Direct Send devices."
+                )),
                 Vec::new(),
             ));
         }
@@ -204,7 +252,10 @@ pub async fn check_spf(resolver: &MxResolver, domain: &str) -> Result<Verdict, E
             return Ok(Verdict::new(
                 "spf",
                 Status::Fail,
-                format!("{domain} has {} SPF records; receivers treat that as permerror", records.len()),
+                format!(
+                    "{domain} has {} SPF records; receivers treat that as permerror",
+                    records.len()
+                ),
                 Some("Merge the SPF records into one TXT record that starts with v=spf1.".into()),
                 records,
             ));
@@ -217,7 +268,9 @@ pub async fn check_spf(resolver: &MxResolver, domain: &str) -> Result<Verdict, E
                 "spf",
                 Status::Fail,
                 format!("the SPF record is invalid: {e}"),
-                Some(format!("Fix the SPF record of {domain}; receivers treat a syntax error as permerror.")),
+                Some(format!(
+                    "Fix the SPF record of {domain}; receivers treat a syntax error as permerror."
+                )),
                 vec![text],
             ));
         }
@@ -233,8 +286,17 @@ pub async fn check_spf(resolver: &MxResolver, domain: &str) -> Result<Verdict, E
             vec![text],
         ));
     }
-    if record.includes().any(|i| i.eq_ignore_ascii_case(SPF_INCLUDE)) {
-        return Ok(Verdict::new("spf", Status::Pass, format!("SPF includes {SPF_INCLUDE}"), None, vec![text]));
+    if record
+        .includes()
+        .any(|i| i.eq_ignore_ascii_case(SPF_INCLUDE))
+    {
+        return Ok(Verdict::new(
+            "spf",
+            Status::Pass,
+            format!("SPF includes {SPF_INCLUDE}"),
+            None,
+            vec![text],
+        ));
     }
     if let Some(via) = find_nested_include(resolver, &record).await? {
         return Ok(Verdict::new(
@@ -249,14 +311,23 @@ pub async fn check_spf(resolver: &MxResolver, domain: &str) -> Result<Verdict, E
         "spf",
         Status::Warn,
         format!("SPF does not include {SPF_INCLUDE}"),
-        Some(format!("Add include:{SPF_INCLUDE} to the SPF record of {domain} before its all term, or mail sent through Exchange Online may fail SPF.")),
+        Some(format!(
+            "Add include:{SPF_INCLUDE} to the SPF record of {domain} before its all term, or mail sent through Exchange Online may fail SPF."
+        )),
         vec![text],
     ))
 }
 
 /// Walks include/redirect targets (at most 10 records) looking for the Exchange Online include.
-async fn find_nested_include(resolver: &MxResolver, record: &SpfRecord) -> Result<Option<String>, Error> {
-    let mut queue: VecDeque<String> = record.includes().chain(record.redirect.as_deref()).map(str::to_owned).collect();
+async fn find_nested_include(
+    resolver: &MxResolver,
+    record: &SpfRecord,
+) -> Result<Option<String>, Error> {
+    let mut queue: VecDeque<String> = record
+        .includes()
+        .chain(record.redirect.as_deref())
+        .map(str::to_owned)
+        .collect();
     let mut fetched = 0;
     while let Some(name) = queue.pop_front() {
         if name.contains('%') || fetched >= spf::MAX_DNS_LOOKUPS {
@@ -264,11 +335,17 @@ async fn find_nested_include(resolver: &MxResolver, record: &SpfRecord) -> Resul
         }
         fetched += 1;
         let records = spf_records(resolver, &name).await?;
-        let Some(Ok(rec)) = records.first().map(|t| SpfRecord::parse(t)) else { continue };
+        let Some(Ok(rec)) = records.first().map(|t| SpfRecord::parse(t)) else {
+            continue;
+        };
         if rec.includes().any(|i| i.eq_ignore_ascii_case(SPF_INCLUDE)) {
             return Ok(Some(name));
         }
-        queue.extend(rec.includes().chain(rec.redirect.as_deref()).map(str::to_owned));
+        queue.extend(
+            rec.includes()
+                .chain(rec.redirect.as_deref())
+                .map(str::to_owned),
+        );
     }
     Ok(None)
 }
@@ -281,7 +358,9 @@ pub async fn check_spf_ip(resolver: &MxResolver, domain: &str, ip: IpAddr) -> Sp
         IpAddr::V4(v4) => format!("ip4:{v4}"),
         IpAddr::V6(v6) => format!("ip6:{v6}"),
     };
-    let add = format!("Add {term} to the SPF record of {domain} (the public address the device's mail leaves from), or relay through a connector instead.");
+    let add = format!(
+        "Add {term} to the SPF record of {domain} (the public address the device's mail leaves from), or relay through a connector instead."
+    );
     let (status, summary, remedy) = match outcome.result {
         SpfResult::Pass => (Status::Pass, format!("SPF passes {ip}: {}", outcome.reason), None),
         SpfResult::Fail => (Status::Fail, format!("SPF fails {ip}: {}", outcome.reason), Some(add)),
@@ -303,7 +382,11 @@ pub async fn check_spf_ip(resolver: &MxResolver, domain: &str, ip: IpAddr) -> Sp
             Some(format!("Fix the SPF record of {domain}: receivers treat permerror like a failure under DMARC.")),
         ),
     };
-    SpfIpVerdict { verdict: Verdict::new("spf_ip", status, summary, remedy, Vec::new()), ip, outcome }
+    SpfIpVerdict {
+        verdict: Verdict::new("spf_ip", status, summary, remedy, Vec::new()),
+        ip,
+        outcome,
+    }
 }
 
 /// Is there a DMARC record at `_dmarc.<domain>`, and what does it ask for?
@@ -317,15 +400,28 @@ pub async fn check_dmarc(resolver: &MxResolver, domain: &str) -> Result<Verdict,
         Err(e) if e.is_permanent() => Vec::new(),
         Err(e) => return Err(e),
     };
-    let start = format!("Publish a TXT record at {name}: \"v=DMARC1; p=none; rua=mailto:dmarc-reports@{domain}\", read the reports, then move to p=quarantine or p=reject.");
+    let start = format!(
+        "Publish a TXT record at {name}: \"v=DMARC1; p=none; rua=mailto:dmarc-reports@{domain}\", read the reports, then move to p=quarantine or p=reject."
+    );
     let text = match records.as_slice() {
-        [] => return Ok(Verdict::new("dmarc", Status::Warn, format!("{domain} has no DMARC record"), Some(start), Vec::new())),
+        [] => {
+            return Ok(Verdict::new(
+                "dmarc",
+                Status::Warn,
+                format!("{domain} has no DMARC record"),
+                Some(start),
+                Vec::new(),
+            ));
+        }
         [one] => one.clone(),
         _ => {
             return Ok(Verdict::new(
                 "dmarc",
                 Status::Fail,
-                format!("{name} has {} DMARC records; receivers ignore them all", records.len()),
+                format!(
+                    "{name} has {} DMARC records; receivers ignore them all",
+                    records.len()
+                ),
                 Some(format!("Keep exactly one v=DMARC1 TXT record at {name}.")),
                 records,
             ));
@@ -382,17 +478,30 @@ pub async fn check_dkim(resolver: &MxResolver, domain: &str) -> Result<Verdict, 
             Err(e) => return Err(e),
         }
     }
-    let how = format!("Get the two CNAME values from the Defender portal (Email authentication settings > DKIM) or Get-DkimSigningConfig -Identity {domain} | Format-List Selector1CNAME,Selector2CNAME, publish them at selector1._domainkey.{domain} and selector2._domainkey.{domain}, then enable DKIM signing.");
+    let how = format!(
+        "Get the two CNAME values from the Defender portal (Email authentication settings > DKIM) or Get-DkimSigningConfig -Identity {domain} | Format-List Selector1CNAME,Selector2CNAME, publish them at selector1._domainkey.{domain} and selector2._domainkey.{domain}, then enable DKIM signing."
+    );
     let mut records = found.clone();
     records.extend(foreign.iter().cloned());
     Ok(if found.len() == 2 {
-        Verdict::new("dkim", Status::Pass, "both DKIM selectors point at Exchange Online".into(), None, records)
+        Verdict::new(
+            "dkim",
+            Status::Pass,
+            "both DKIM selectors point at Exchange Online".into(),
+            None,
+            records,
+        )
     } else if !foreign.is_empty() {
         Verdict::new(
             "dkim",
             Status::Warn,
-            format!("DKIM selector CNAMEs point elsewhere: {}", foreign.join("; ")),
-            Some(format!("If Exchange Online signs for {domain}, replace them: {how}")),
+            format!(
+                "DKIM selector CNAMEs point elsewhere: {}",
+                foreign.join("; ")
+            ),
+            Some(format!(
+                "If Exchange Online signs for {domain}, replace them: {how}"
+            )),
             records,
         )
     } else if found.len() == 1 {
@@ -400,10 +509,18 @@ pub async fn check_dkim(resolver: &MxResolver, domain: &str) -> Result<Verdict, 
             "dkim",
             Status::Warn,
             format!("one DKIM selector is missing: {}", missing.join(", ")),
-            Some(format!("Publish the missing CNAME so key rotation works: {how}")),
+            Some(format!(
+                "Publish the missing CNAME so key rotation works: {how}"
+            )),
             records,
         )
     } else {
-        Verdict::new("dkim", Status::Fail, format!("no DKIM selector CNAMEs for {domain}"), Some(how), records)
+        Verdict::new(
+            "dkim",
+            Status::Fail,
+            format!("no DKIM selector CNAMEs for {domain}"),
+            Some(how),
+            records,
+        )
     })
 }

@@ -46,7 +46,9 @@ pub enum DmarcError {
 
 /// True when a TXT string looks like a DMARC record (`v=DMARC1` first).
 pub fn is_dmarc_record(txt: &str) -> bool {
-    txt.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("v=DMARC1"))
+    txt.split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("v=DMARC1"))
 }
 
 fn policy(v: &str) -> Option<DmarcPolicy> {
@@ -73,10 +75,17 @@ impl DmarcRecord {
         if !is_dmarc_record(txt) {
             return Err(DmarcError::NotDmarc);
         }
-        let mut rec = Self { policy: DmarcPolicy::None, subdomain_policy: None, pct: 100, rua: None };
+        let mut rec = Self {
+            policy: DmarcPolicy::None,
+            subdomain_policy: None,
+            pct: 100,
+            rua: None,
+        };
         let mut have_policy = false;
         for tag in txt.split(';').skip(1) {
-            let Some((k, v)) = tag.split_once('=') else { continue };
+            let Some((k, v)) = tag.split_once('=') else {
+                continue;
+            };
             let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
             match k.as_str() {
                 "p" => {
@@ -85,7 +94,11 @@ impl DmarcRecord {
                 }
                 "sp" => rec.subdomain_policy = Some(policy(v).ok_or(DmarcError::BadTag("sp"))?),
                 "pct" => {
-                    rec.pct = v.parse().ok().filter(|p| *p <= 100).ok_or(DmarcError::BadTag("pct"))?;
+                    rec.pct = v
+                        .parse()
+                        .ok()
+                        .filter(|p| *p <= 100)
+                        .ok_or(DmarcError::BadTag("pct"))?;
                 }
                 "rua" => rec.rua = Some(v.to_owned()),
                 _ => {}
@@ -104,12 +117,24 @@ mod tests {
 
     #[test]
     fn parses_and_rejects() {
-        assert_eq!(DmarcRecord::parse("v=DMARC1;p=reject").unwrap().policy, DmarcPolicy::Reject);
+        assert_eq!(
+            DmarcRecord::parse("v=DMARC1;p=reject").unwrap().policy,
+            DmarcPolicy::Reject
+        );
         let r = DmarcRecord::parse("v=DMARC1; p=none; sp=reject; fo=1").unwrap();
         assert_eq!(r.subdomain_policy, Some(DmarcPolicy::Reject));
-        assert_eq!(DmarcRecord::parse("v=DMARC1; rua=mailto:x@y"), Err(DmarcError::BadPolicy));
-        assert_eq!(DmarcRecord::parse("v=DMARC1; p=block"), Err(DmarcError::BadPolicy));
+        assert_eq!(
+            DmarcRecord::parse("v=DMARC1; rua=mailto:x@y"),
+            Err(DmarcError::BadPolicy)
+        );
+        assert_eq!(
+            DmarcRecord::parse("v=DMARC1; p=block"),
+            Err(DmarcError::BadPolicy)
+        );
         assert_eq!(DmarcRecord::parse("v=spf1 -all"), Err(DmarcError::NotDmarc));
-        assert_eq!(DmarcRecord::parse("v=DMARC1; p=none; pct=101"), Err(DmarcError::BadTag("pct")));
+        assert_eq!(
+            DmarcRecord::parse("v=DMARC1; p=none; pct=101"),
+            Err(DmarcError::BadTag("pct"))
+        );
     }
 }

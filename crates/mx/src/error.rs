@@ -64,7 +64,10 @@ pub enum Error {
 impl Error {
     /// True when retrying later may succeed (SERVFAIL, timeout, other resolver failures).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::ServFail { .. } | Self::Timeout { .. } | Self::Dns { .. })
+        matches!(
+            self,
+            Self::ServFail { .. } | Self::Timeout { .. } | Self::Dns { .. }
+        )
     }
 
     /// True when the answer will not change by retrying (NXDOMAIN, no data, invalid name,
@@ -101,10 +104,28 @@ mod tests {
     fn transience_is_decided_per_variant() {
         let n = || "example.test".to_owned();
         assert!(Error::NxDomain { name: n() }.is_permanent());
-        assert!(Error::NoData { name: n(), record_type: "MX".into() }.is_permanent());
+        assert!(
+            Error::NoData {
+                name: n(),
+                record_type: "MX".into()
+            }
+            .is_permanent()
+        );
         assert!(Error::ServFail { name: n() }.is_transient());
         assert!(Error::Timeout { name: n() }.is_transient());
-        assert!(Error::Dns { name: n(), detail: "refused".into() }.is_transient());
-        assert!(Error::InvalidName { name: n(), reason: "x" }.is_permanent());
+        assert!(
+            Error::Dns {
+                name: n(),
+                detail: "refused".into()
+            }
+            .is_transient()
+        );
+        assert!(
+            Error::InvalidName {
+                name: n(),
+                reason: "x"
+            }
+            .is_permanent()
+        );
     }
 }

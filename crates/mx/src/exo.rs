@@ -35,7 +35,10 @@ pub const SPF_INCLUDE: &str = "spf.protection.outlook.com";
 /// # Errors
 /// [`Error::InvalidName`] for empty, non-ASCII, over-long or malformed names.
 pub fn normalise_domain(domain: &str) -> Result<String, Error> {
-    let invalid = |reason| Error::InvalidName { name: domain.to_owned(), reason };
+    let invalid = |reason| Error::InvalidName {
+        name: domain.to_owned(),
+        reason,
+    };
     let d = domain.strip_suffix('.').unwrap_or(domain);
     if d.is_empty() {
         return Err(invalid("empty name"));
@@ -50,8 +53,13 @@ pub fn normalise_domain(domain: &str) -> Result<String, Error> {
         if label.is_empty() || label.len() > 63 {
             return Err(invalid("empty label or label over 63 characters"));
         }
-        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(invalid("label holds characters other than letters, digits, '-', '_'"));
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                "label holds characters other than letters, digits, '-', '_'",
+            ));
         }
     }
     Ok(d.to_ascii_lowercase())
@@ -122,7 +130,9 @@ impl ExoMx {
     /// True when the label was derived from `domain` (exactly, or with a collision suffix
     /// such as `01b` appended).
     pub fn matches_domain(&self, domain: &str) -> bool {
-        let Ok(expected) = dashed(domain) else { return false };
+        let Ok(expected) = dashed(domain) else {
+            return false;
+        };
         let label = self.label();
         label == expected
             || label
@@ -175,7 +185,10 @@ pub enum DkimTarget {
 /// cannot be derived from the domain, so any single label is accepted there.
 pub fn classify_dkim_target(selector: &str, domain: &str, target: &str) -> Option<DkimTarget> {
     let dashes = dashed(domain).ok()?;
-    let target = target.strip_suffix('.').unwrap_or(target).to_ascii_lowercase();
+    let target = target
+        .strip_suffix('.')
+        .unwrap_or(target)
+        .to_ascii_lowercase();
     let prefix = format!("{}-{dashes}._domainkey.", selector.to_ascii_lowercase());
     let rest = target.strip_prefix(&prefix)?;
     let (initial, suffix) = rest.split_once('.')?;
@@ -186,9 +199,9 @@ pub fn classify_dkim_target(selector: &str, domain: &str, target: &str) -> Optio
         return Some(DkimTarget::OnMicrosoft);
     }
     let (partition, tail) = suffix.split_once('.')?;
-    let partition_ok = partition
-        .split_once("-v")
-        .is_some_and(|(x, n)| !x.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let partition_ok = partition.split_once("-v").is_some_and(|(x, n)| {
+        !x.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+    });
     (partition_ok && tail == "dkim.mail.microsoft").then_some(DkimTarget::DkimMailMicrosoft)
 }
 
@@ -201,9 +214,18 @@ mod tests {
         let cases = [
             ("contoso.com", "contoso-com.mail.protection.outlook.com"),
             ("contoso.net.", "contoso-net.mail.protection.outlook.com"),
-            ("Marketing.Contoso.co.uk", "marketing-contoso-co-uk.mail.protection.outlook.com"),
-            ("my-company.co.uk", "my-company-co-uk.mail.protection.outlook.com"),
-            ("xn--bcher-kva.example", "xn--bcher-kva-example.mail.protection.outlook.com"),
+            (
+                "Marketing.Contoso.co.uk",
+                "marketing-contoso-co-uk.mail.protection.outlook.com",
+            ),
+            (
+                "my-company.co.uk",
+                "my-company-co-uk.mail.protection.outlook.com",
+            ),
+            (
+                "xn--bcher-kva.example",
+                "xn--bcher-kva-example.mail.protection.outlook.com",
+            ),
         ];
         for (domain, host) in cases {
             assert_eq!(tenant_mx_host(domain).unwrap(), host, "{domain}");
@@ -220,7 +242,13 @@ mod tests {
         assert!(c.matches_domain("contoso.com"));
         assert!(!c.matches_domain("fabrikam.com"));
         let s = classify_exchange("sdu-dk.i-v1.mx.microsoft.").unwrap();
-        assert_eq!(s, ExoMx::Dnssec { label: "sdu-dk".into(), shard: "i-v1".into() });
+        assert_eq!(
+            s,
+            ExoMx::Dnssec {
+                label: "sdu-dk".into(),
+                shard: "i-v1".into()
+            }
+        );
         assert!(s.matches_domain("sdu.dk"));
         let suffixed = classify_exchange("contoso-com01b.mail.protection.outlook.com").unwrap();
         assert!(suffixed.matches_domain("contoso.com"));
@@ -256,6 +284,9 @@ mod tests {
             ),
             None
         );
-        assert_eq!(classify_dkim_target("selector1", "contoso.com", "dkim.example.net"), None);
+        assert_eq!(
+            classify_dkim_target("selector1", "contoso.com", "dkim.example.net"),
+            None
+        );
     }
 }

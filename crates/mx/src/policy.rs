@@ -89,7 +89,11 @@ pub fn plan_mx<R: Rng + ?Sized>(records: &[MxRecord], rng: &mut R) -> MxPlan {
         return MxPlan::NullMx;
     }
     // Deduplicate by exchange, keeping the lowest preference.
-    hosts.sort_by(|a, b| a.exchange.cmp(&b.exchange).then(a.preference.cmp(&b.preference)));
+    hosts.sort_by(|a, b| {
+        a.exchange
+            .cmp(&b.exchange)
+            .then(a.preference.cmp(&b.preference))
+    });
     hosts.dedup_by(|later, earlier| later.exchange == earlier.exchange);
     hosts.sort_by_key(|r| r.preference);
     let mut start = 0;
@@ -134,15 +138,23 @@ mod tests {
             MxRecord::new(10, "A.Example."),
             MxRecord::new(20, "b.example"),
         ];
-        let MxPlan::Exchanges(order) = plan_mx(&recs, &mut rng(1)) else { panic!() };
+        let MxPlan::Exchanges(order) = plan_mx(&recs, &mut rng(1)) else {
+            panic!()
+        };
         let names: Vec<_> = order.iter().map(|r| r.exchange.as_str()).collect();
         assert_eq!(names, ["a.example", "b.example", "c.example"]);
     }
 
     #[test]
     fn null_mx_and_root_handling() {
-        assert_eq!(plan_mx(&[MxRecord::new(0, ".")], &mut rng(1)), MxPlan::NullMx);
-        assert_eq!(plan_mx(&[MxRecord::new(10, "")], &mut rng(1)), MxPlan::NullMx);
+        assert_eq!(
+            plan_mx(&[MxRecord::new(0, ".")], &mut rng(1)),
+            MxPlan::NullMx
+        );
+        assert_eq!(
+            plan_mx(&[MxRecord::new(10, "")], &mut rng(1)),
+            MxPlan::NullMx
+        );
         assert!(is_strict_null_mx(&[MxRecord::new(0, ".")]));
         assert!(!is_strict_null_mx(&[MxRecord::new(10, ".")]));
         let mixed = [MxRecord::new(0, "."), MxRecord::new(10, "mx.example")];
@@ -154,7 +166,10 @@ mod tests {
 
     #[test]
     fn duplicates_keep_lowest_preference() {
-        let recs = [MxRecord::new(20, "mx.example"), MxRecord::new(5, "MX.example.")];
+        let recs = [
+            MxRecord::new(20, "mx.example"),
+            MxRecord::new(5, "MX.example."),
+        ];
         assert_eq!(
             plan_mx(&recs, &mut rng(1)),
             MxPlan::Exchanges(vec![MxRecord::new(5, "mx.example")])
@@ -163,7 +178,10 @@ mod tests {
 
     #[test]
     fn equal_preference_is_shuffled_across_seeds() {
-        let recs: Vec<_> = ["a", "b", "c"].iter().map(|n| MxRecord::new(10, n)).collect();
+        let recs: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|n| MxRecord::new(10, n))
+            .collect();
         let mut seen = BTreeSet::new();
         for seed in 0..200 {
             if let MxPlan::Exchanges(order) = plan_mx(&recs, &mut rng(seed)) {
@@ -174,8 +192,11 @@ mod tests {
     }
 
     fn arb_records() -> impl Strategy<Value = Vec<MxRecord>> {
-        proptest::collection::vec((0u16..4, "[a-e]{1,2}|\\."), 0..12)
-            .prop_map(|v| v.into_iter().map(|(p, e)| MxRecord::new(p * 10, &e)).collect())
+        proptest::collection::vec((0u16..4, "[a-e]{1,2}|\\."), 0..12).prop_map(|v| {
+            v.into_iter()
+                .map(|(p, e)| MxRecord::new(p * 10, &e))
+                .collect()
+        })
     }
 
     proptest! {

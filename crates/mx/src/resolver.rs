@@ -4,7 +4,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
@@ -49,7 +51,9 @@ pub struct MxLookup {
 impl MxLookup {
     /// The first host that points at Exchange Online, if any.
     pub fn exchange_online(&self) -> Option<ExoMx> {
-        self.hosts.iter().find_map(|h| exo::classify_exchange(&h.exchange))
+        self.hosts
+            .iter()
+            .find_map(|h| exo::classify_exchange(&h.exchange))
     }
 }
 
@@ -68,7 +72,11 @@ pub struct ResolverSettings {
 
 impl Default for ResolverSettings {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(5), attempts: 2, cache_size: 1024 }
+        Self {
+            timeout: Duration::from_secs(5),
+            attempts: 2,
+            cache_size: 1024,
+        }
     }
 }
 
@@ -113,9 +121,13 @@ impl MxResolver {
     /// # Errors
     /// [`Error::Config`] when the configuration cannot be read.
     pub fn system_with(settings: &ResolverSettings) -> Result<Self, Error> {
-        let mut builder = Resolver::builder_tokio().map_err(|e| Error::Config { detail: e.to_string() })?;
+        let mut builder = Resolver::builder_tokio().map_err(|e| Error::Config {
+            detail: e.to_string(),
+        })?;
         apply(builder.options_mut(), settings);
-        let inner = builder.build().map_err(|e| Error::Config { detail: e.to_string() })?;
+        let inner = builder.build().map_err(|e| Error::Config {
+            detail: e.to_string(),
+        })?;
         Ok(Self { inner })
     }
 
@@ -124,9 +136,14 @@ impl MxResolver {
     ///
     /// # Errors
     /// [`Error::Config`] when `servers` is empty or the resolver cannot be built.
-    pub fn with_name_servers(servers: &[SocketAddr], settings: &ResolverSettings) -> Result<Self, Error> {
+    pub fn with_name_servers(
+        servers: &[SocketAddr],
+        settings: &ResolverSettings,
+    ) -> Result<Self, Error> {
         if servers.is_empty() {
-            return Err(Error::Config { detail: "no name servers given".into() });
+            return Err(Error::Config {
+                detail: "no name servers given".into(),
+            });
         }
         let name_servers = servers
             .iter()
@@ -143,7 +160,9 @@ impl MxResolver {
         let opts = builder.options_mut();
         apply(opts, settings);
         opts.use_hosts_file = ResolveHosts::Never;
-        let inner = builder.build().map_err(|e| Error::Config { detail: e.to_string() })?;
+        let inner = builder.build().map_err(|e| Error::Config {
+            detail: e.to_string(),
+        })?;
         Ok(Self { inner })
     }
 
@@ -170,16 +189,29 @@ impl MxResolver {
             Err(e) => return Err(e),
         };
         let plan = plan_mx(&records, &mut rand::rng());
-        let mut lookup = MxLookup { domain: domain.clone(), null_mx: false, implicit: false, hosts: Vec::new() };
+        let mut lookup = MxLookup {
+            domain: domain.clone(),
+            null_mx: false,
+            implicit: false,
+            hosts: Vec::new(),
+        };
         match plan {
             MxPlan::NullMx => lookup.null_mx = true,
             MxPlan::Implicit => {
                 let addresses = self.addresses(&domain).await.map_err(|e| match e {
-                    Error::NoData { name, .. } => Error::NoData { name, record_type: "MX, A or AAAA".into() },
+                    Error::NoData { name, .. } => Error::NoData {
+                        name,
+                        record_type: "MX, A or AAAA".into(),
+                    },
                     other => other,
                 })?;
                 lookup.implicit = true;
-                lookup.hosts.push(MxHost { preference: 0, exchange: domain, addresses, error: None });
+                lookup.hosts.push(MxHost {
+                    preference: 0,
+                    exchange: domain,
+                    addresses,
+                    error: None,
+                });
             }
             MxPlan::Exchanges(list) => {
                 let mut failures = Vec::new();
@@ -192,7 +224,12 @@ impl MxResolver {
                             (Vec::new(), Some(text))
                         }
                     };
-                    lookup.hosts.push(MxHost { preference: rec.preference, exchange: rec.exchange, addresses, error });
+                    lookup.hosts.push(MxHost {
+                        preference: rec.preference,
+                        exchange: rec.exchange,
+                        addresses,
+                        error,
+                    });
                 }
                 if lookup.hosts.iter().all(|h| h.addresses.is_empty()) {
                     let worst = failures.iter().position(Error::is_transient).unwrap_or(0);
@@ -233,11 +270,17 @@ impl MxResolver {
         let v4 = self.a(host).await;
         let v6 = self.aaaa(host).await;
         match (v4, v6) {
-            (Ok(a), Ok(b)) => Ok(a.into_iter().map(IpAddr::V4).chain(b.into_iter().map(IpAddr::V6)).collect()),
+            (Ok(a), Ok(b)) => Ok(a
+                .into_iter()
+                .map(IpAddr::V4)
+                .chain(b.into_iter().map(IpAddr::V6))
+                .collect()),
             (Ok(a), Err(e)) if e.is_permanent() => Ok(a.into_iter().map(IpAddr::V4).collect()),
             (Err(e), Ok(b)) if e.is_permanent() => Ok(b.into_iter().map(IpAddr::V6).collect()),
             (Err(e), _) | (_, Err(e)) if e.is_transient() => Err(e),
-            (Err(Error::NoData { name, .. }), Err(Error::NoData { .. })) => Err(no_data(&name, "A or AAAA")),
+            (Err(Error::NoData { name, .. }), Err(Error::NoData { .. })) => {
+                Err(no_data(&name, "A or AAAA"))
+            }
             (Err(e), _) | (_, Err(e)) => Err(e),
         }
     }
@@ -248,11 +291,19 @@ impl MxResolver {
     /// DNS errors, [`Error::NoData`] when there are none.
     pub async fn a(&self, host: &str) -> Result<Vec<Ipv4Addr>, Error> {
         let lookup = self.query(host, RecordType::A).await?;
-        let v: Vec<_> = lookup.answers().iter().filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0),
-            _ => None,
-        }).collect();
-        if v.is_empty() { Err(no_data(host, "A")) } else { Ok(v) }
+        let v: Vec<_> = lookup
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect();
+        if v.is_empty() {
+            Err(no_data(host, "A"))
+        } else {
+            Ok(v)
+        }
     }
 
     /// IPv6 addresses of `host`.
@@ -261,11 +312,19 @@ impl MxResolver {
     /// DNS errors, [`Error::NoData`] when there are none.
     pub async fn aaaa(&self, host: &str) -> Result<Vec<Ipv6Addr>, Error> {
         let lookup = self.query(host, RecordType::AAAA).await?;
-        let v: Vec<_> = lookup.answers().iter().filter_map(|r| match &r.data {
-            RData::AAAA(a) => Some(a.0),
-            _ => None,
-        }).collect();
-        if v.is_empty() { Err(no_data(host, "AAAA")) } else { Ok(v) }
+        let v: Vec<_> = lookup
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::AAAA(a) => Some(a.0),
+                _ => None,
+            })
+            .collect();
+        if v.is_empty() {
+            Err(no_data(host, "AAAA"))
+        } else {
+            Ok(v)
+        }
     }
 
     /// TXT records at `name`, each record's strings concatenated (RFC 7208 section 3.3);
@@ -275,11 +334,24 @@ impl MxResolver {
     /// DNS errors, [`Error::NoData`] when there are none.
     pub async fn txt(&self, name: &str) -> Result<Vec<String>, Error> {
         let lookup = self.query(name, RecordType::TXT).await?;
-        let v: Vec<String> = lookup.answers().iter().filter_map(|r| match &r.data {
-            RData::TXT(t) => Some(t.txt_data.iter().map(|s| String::from_utf8_lossy(s)).collect()),
-            _ => None,
-        }).collect();
-        if v.is_empty() { Err(no_data(name, "TXT")) } else { Ok(v) }
+        let v: Vec<String> = lookup
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::TXT(t) => Some(
+                    t.txt_data
+                        .iter()
+                        .map(|s| String::from_utf8_lossy(s))
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect();
+        if v.is_empty() {
+            Err(no_data(name, "TXT"))
+        } else {
+            Ok(v)
+        }
     }
 
     /// The CNAME target of `name` (lower case, no trailing dot).
@@ -301,12 +373,22 @@ impl MxResolver {
             .ok_or_else(|| no_data(name, "CNAME"))
     }
 
-    async fn query(&self, name: &str, rtype: RecordType) -> Result<hickory_resolver::lookup::Lookup, Error> {
+    async fn query(
+        &self,
+        name: &str,
+        rtype: RecordType,
+    ) -> Result<hickory_resolver::lookup::Lookup, Error> {
         let display = name.trim_end_matches('.').to_ascii_lowercase();
         if !name.is_ascii() || name.trim_end_matches('.').is_empty() {
-            return Err(Error::InvalidName { name: name.to_owned(), reason: "not an ASCII domain name" });
+            return Err(Error::InvalidName {
+                name: name.to_owned(),
+                reason: "not an ASCII domain name",
+            });
         }
-        self.inner.lookup(fqdn(name), rtype).await.map_err(|e| map_error(&display, rtype, &e))
+        self.inner
+            .lookup(fqdn(name), rtype)
+            .await
+            .map_err(|e| map_error(&display, rtype, &e))
     }
 }
 
@@ -319,24 +401,39 @@ fn apply(opts: &mut ResolverOpts, settings: &ResolverSettings) {
 }
 
 fn fqdn(name: &str) -> String {
-    if name.ends_with('.') { name.to_owned() } else { format!("{name}.") }
+    if name.ends_with('.') {
+        name.to_owned()
+    } else {
+        format!("{name}.")
+    }
 }
 
 fn no_data(name: &str, record_type: &str) -> Error {
-    Error::NoData { name: name.trim_end_matches('.').to_owned(), record_type: record_type.to_owned() }
+    Error::NoData {
+        name: name.trim_end_matches('.').to_owned(),
+        record_type: record_type.to_owned(),
+    }
 }
 
 fn map_error(name: &str, rtype: RecordType, e: &NetError) -> Error {
     let name = name.to_owned();
     match e {
-        NetError::Dns(DnsError::NoRecordsFound(nr)) if nr.response_code == ResponseCode::NXDomain => {
+        NetError::Dns(DnsError::NoRecordsFound(nr))
+            if nr.response_code == ResponseCode::NXDomain =>
+        {
             Error::NxDomain { name }
         }
-        NetError::Dns(DnsError::NoRecordsFound(_)) => Error::NoData { name, record_type: rtype.to_string() },
+        NetError::Dns(DnsError::NoRecordsFound(_)) => Error::NoData {
+            name,
+            record_type: rtype.to_string(),
+        },
         NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)) => Error::ServFail { name },
         NetError::Timeout => Error::Timeout { name },
         NetError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => Error::Timeout { name },
-        other => Error::Dns { name, detail: other.to_string() },
+        other => Error::Dns {
+            name,
+            detail: other.to_string(),
+        },
     }
 }
 
@@ -351,6 +448,11 @@ impl crate::spf::SpfDns for MxResolver {
         Self::aaaa(self, name).await
     }
     async fn mx(&self, name: &str) -> Result<Vec<String>, Error> {
-        Ok(self.mx_records(name).await?.into_iter().map(|r| r.exchange).collect())
+        Ok(self
+            .mx_records(name)
+            .await?
+            .into_iter()
+            .map(|r| r.exchange)
+            .collect())
     }
 }

@@ -145,7 +145,11 @@ impl Mechanism {
     pub fn causes_lookup(&self) -> bool {
         matches!(
             self,
-            Self::Include { .. } | Self::A { .. } | Self::Mx { .. } | Self::Ptr { .. } | Self::Exists { .. }
+            Self::Include { .. }
+                | Self::A { .. }
+                | Self::Mx { .. }
+                | Self::Ptr { .. }
+                | Self::Exists { .. }
         )
     }
 }
@@ -223,7 +227,9 @@ impl SpfRecord {
 
     /// True when an `all` mechanism is present (then `redirect=` is ignored).
     pub fn has_all(&self) -> bool {
-        self.directives.iter().any(|d| d.mechanism == Mechanism::All)
+        self.directives
+            .iter()
+            .any(|d| d.mechanism == Mechanism::All)
     }
 
     /// The `include:` targets, in order.
@@ -235,11 +241,16 @@ impl SpfRecord {
     }
 
     fn push_term(&mut self, term: &str) -> Result<(), DecodeError> {
-        let invalid = |reason| DecodeError::InvalidTerm { term: term.to_owned(), reason };
+        let invalid = |reason| DecodeError::InvalidTerm {
+            term: term.to_owned(),
+            reason,
+        };
         // Modifier: name "=" macro-string, where name = ALPHA *( ALPHA / DIGIT / "-" / "_" / "." ).
         if let Some((name, value)) = term.split_once('=') {
             let is_name = name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
             if is_name {
                 validate_macro_string(value).map_err(invalid)?;
                 let lower = name.to_ascii_lowercase();
@@ -277,14 +288,26 @@ impl SpfRecord {
                 }
                 Mechanism::All
             }
-            "include" => Mechanism::Include { domain: required_domain(args).map_err(invalid)? },
-            "exists" => Mechanism::Exists { domain: required_domain(args).map_err(invalid)? },
+            "include" => Mechanism::Include {
+                domain: required_domain(args).map_err(invalid)?,
+            },
+            "exists" => Mechanism::Exists {
+                domain: required_domain(args).map_err(invalid)?,
+            },
             "a" | "mx" => {
                 let (domain, cidr4, cidr6) = domain_and_cidr(args).map_err(invalid)?;
                 if name.eq_ignore_ascii_case("a") {
-                    Mechanism::A { domain, cidr4, cidr6 }
+                    Mechanism::A {
+                        domain,
+                        cidr4,
+                        cidr6,
+                    }
                 } else {
-                    Mechanism::Mx { domain, cidr4, cidr6 }
+                    Mechanism::Mx {
+                        domain,
+                        cidr4,
+                        cidr6,
+                    }
                 }
             }
             "ptr" => {
@@ -299,20 +322,31 @@ impl SpfRecord {
                 Mechanism::Ptr { domain }
             }
             "ip4" => {
-                let value = args.strip_prefix(':').ok_or_else(|| invalid("ip4 needs an address"))?;
+                let value = args
+                    .strip_prefix(':')
+                    .ok_or_else(|| invalid("ip4 needs an address"))?;
                 let (addr, prefix) = split_prefix(value, 32).map_err(invalid)?;
-                let addr = addr.parse::<Ipv4Addr>().map_err(|_| invalid("bad IPv4 address"))?;
+                let addr = addr
+                    .parse::<Ipv4Addr>()
+                    .map_err(|_| invalid("bad IPv4 address"))?;
                 Mechanism::Ip4 { addr, prefix }
             }
             "ip6" => {
-                let value = args.strip_prefix(':').ok_or_else(|| invalid("ip6 needs an address"))?;
+                let value = args
+                    .strip_prefix(':')
+                    .ok_or_else(|| invalid("ip6 needs an address"))?;
                 let (addr, prefix) = split_prefix(value, 128).map_err(invalid)?;
-                let addr = addr.parse::<Ipv6Addr>().map_err(|_| invalid("bad IPv6 address"))?;
+                let addr = addr
+                    .parse::<Ipv6Addr>()
+                    .map_err(|_| invalid("bad IPv6 address"))?;
                 Mechanism::Ip6 { addr, prefix }
             }
             _ => return Err(DecodeError::UnknownMechanism(name.to_owned())),
         };
-        self.directives.push(Directive { qualifier, mechanism });
+        self.directives.push(Directive {
+            qualifier,
+            mechanism,
+        });
         Ok(())
     }
 }
@@ -337,7 +371,11 @@ fn parse_len(len: &str, max: u8) -> Result<u8, &'static str> {
         return Err("bad prefix length");
     }
     let n: u8 = len.parse().map_err(|_| "bad prefix length")?;
-    if n > max { Err("prefix length too large") } else { Ok(n) }
+    if n > max {
+        Err("prefix length too large")
+    } else {
+        Ok(n)
+    }
 }
 
 /// `[:domain-spec][/cidr4][//cidr6]`; the first `/` outside a macro brace starts the cidr.
@@ -490,14 +528,31 @@ pub async fn check_host<D: SpfDns>(dns: &D, ip: IpAddr, domain: &str, sender: &s
         v4 => v4,
     };
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-    let sender = if sender.contains('@') { sender.to_owned() } else { format!("postmaster@{domain}") };
-    let mut eval = Evaluator { dns, ip, sender, helo: domain.clone(), lookups: 0, voids: 0 };
+    let sender = if sender.contains('@') {
+        sender.to_owned()
+    } else {
+        format!("postmaster@{domain}")
+    };
+    let mut eval = Evaluator {
+        dns,
+        ip,
+        sender,
+        helo: domain.clone(),
+        lookups: 0,
+        voids: 0,
+    };
     let (result, matched, reason) = match eval.check(domain, 0).await {
         Ok((result, matched, reason)) => (result, matched, reason),
         Err(Abort::Temp(reason)) => (SpfResult::TempError, None, reason),
         Err(Abort::Perm(reason)) => (SpfResult::PermError, None, reason),
     };
-    SpfOutcome { result, matched, reason, dns_lookups: eval.lookups, void_lookups: eval.voids }
+    SpfOutcome {
+        result,
+        matched,
+        reason,
+        dns_lookups: eval.lookups,
+        void_lookups: eval.voids,
+    }
 }
 
 enum Abort {
@@ -521,7 +576,9 @@ impl<D: SpfDns> Evaluator<'_, D> {
     fn count_lookup(&mut self) -> Result<(), Abort> {
         self.lookups += 1;
         if self.lookups > MAX_DNS_LOOKUPS {
-            return Err(Abort::Perm(format!("more than {MAX_DNS_LOOKUPS} DNS lookups")));
+            return Err(Abort::Perm(format!(
+                "more than {MAX_DNS_LOOKUPS} DNS lookups"
+            )));
         }
         Ok(())
     }
@@ -529,7 +586,9 @@ impl<D: SpfDns> Evaluator<'_, D> {
     fn void(&mut self) -> Result<(), Abort> {
         self.voids += 1;
         if self.voids > MAX_VOID_LOOKUPS {
-            return Err(Abort::Perm(format!("more than {MAX_VOID_LOOKUPS} void lookups")));
+            return Err(Abort::Perm(format!(
+                "more than {MAX_VOID_LOOKUPS} void lookups"
+            )));
         }
         Ok(())
     }
@@ -551,7 +610,9 @@ impl<D: SpfDns> Evaluator<'_, D> {
                 }
                 Ok(Vec::new())
             }
-            Err(Error::InvalidName { name, .. }) => Err(Abort::Perm(format!("invalid name {name:?}"))),
+            Err(Error::InvalidName { name, .. }) => {
+                Err(Abort::Perm(format!("invalid name {name:?}")))
+            }
             Err(e) => Err(Abort::Temp(e.to_string())),
         }
     }
@@ -565,17 +626,29 @@ impl<D: SpfDns> Evaluator<'_, D> {
                 Ok(t) => t,
                 Err(e) if e.is_negative_answer() => Vec::new(),
                 Err(Error::InvalidName { .. }) => {
-                    return Ok((SpfResult::None, None, format!("{domain:?} is not a valid domain")));
+                    return Ok((
+                        SpfResult::None,
+                        None,
+                        format!("{domain:?} is not a valid domain"),
+                    ));
                 }
                 Err(e) => return Err(Abort::Temp(e.to_string())),
             };
-            let spf: Vec<&String> = txts.iter().filter(|t| is_spf_record(t.as_bytes())).collect();
+            let spf: Vec<&String> = txts
+                .iter()
+                .filter(|t| is_spf_record(t.as_bytes()))
+                .collect();
             let text = match spf.as_slice() {
                 [] => return Ok((SpfResult::None, None, format!("{domain} has no SPF record"))),
                 [one] => *one,
-                _ => return Err(Abort::Perm(format!("{domain} has more than one SPF record"))),
+                _ => {
+                    return Err(Abort::Perm(format!(
+                        "{domain} has more than one SPF record"
+                    )));
+                }
             };
-            let record = SpfRecord::parse(text).map_err(|e| Abort::Perm(format!("{domain}: {e}")))?;
+            let record =
+                SpfRecord::parse(text).map_err(|e| Abort::Perm(format!("{domain}: {e}")))?;
             for directive in &record.directives {
                 if self.matches(&directive.mechanism, &domain, depth).await? {
                     let term = format!("{}", DisplayDirective(directive));
@@ -592,7 +665,11 @@ impl<D: SpfDns> Evaluator<'_, D> {
                 }
                 return Ok((result, matched, reason));
             }
-            Ok((SpfResult::Neutral, None, format!("{domain}: no term matched")))
+            Ok((
+                SpfResult::Neutral,
+                None,
+                format!("{domain}: no term matched"),
+            ))
         })
     }
 
@@ -618,17 +695,27 @@ impl<D: SpfDns> Evaluator<'_, D> {
                     SpfResult::Fail | SpfResult::SoftFail | SpfResult::Neutral => Ok(false),
                     SpfResult::TempError => Err(Abort::Temp(reason)),
                     SpfResult::PermError => Err(Abort::Perm(reason)),
-                    SpfResult::None => Err(Abort::Perm(format!("include:{target} has no SPF record"))),
+                    SpfResult::None => {
+                        Err(Abort::Perm(format!("include:{target} has no SPF record")))
+                    }
                 }
             }
-            Mechanism::A { domain: spec, cidr4, cidr6 } => {
+            Mechanism::A {
+                domain: spec,
+                cidr4,
+                cidr6,
+            } => {
                 let target = match spec {
                     Some(s) => self.expand(s, domain)?,
                     None => domain.to_owned(),
                 };
                 self.host_matches(&target, *cidr4, *cidr6, true).await
             }
-            Mechanism::Mx { domain: spec, cidr4, cidr6 } => {
+            Mechanism::Mx {
+                domain: spec,
+                cidr4,
+                cidr6,
+            } => {
                 let target = match spec {
                     Some(s) => self.expand(s, domain)?,
                     None => domain.to_owned(),
@@ -636,7 +723,9 @@ impl<D: SpfDns> Evaluator<'_, D> {
                 let r = self.dns.mx(&target).await;
                 let exchanges = self.settle(r, true)?;
                 if exchanges.len() > MAX_MX_NAMES {
-                    return Err(Abort::Perm(format!("{target} has more than {MAX_MX_NAMES} MX records")));
+                    return Err(Abort::Perm(format!(
+                        "{target} has more than {MAX_MX_NAMES} MX records"
+                    )));
                 }
                 for exchange in exchanges.iter().filter(|e| e.as_str() != ".") {
                     if self.host_matches(exchange, *cidr4, *cidr6, false).await? {
@@ -654,26 +743,41 @@ impl<D: SpfDns> Evaluator<'_, D> {
         }
     }
 
-    async fn host_matches(&mut self, host: &str, cidr4: u8, cidr6: u8, counts_void: bool) -> Result<bool, Abort> {
+    async fn host_matches(
+        &mut self,
+        host: &str,
+        cidr4: u8,
+        cidr6: u8,
+        counts_void: bool,
+    ) -> Result<bool, Abort> {
         match self.ip {
             IpAddr::V4(ip) => {
                 let r = self.dns.a(host).await;
-                Ok(self.settle(r, counts_void)?.into_iter().any(|a| in_v4(ip, a, cidr4)))
+                Ok(self
+                    .settle(r, counts_void)?
+                    .into_iter()
+                    .any(|a| in_v4(ip, a, cidr4)))
             }
             IpAddr::V6(ip) => {
                 let r = self.dns.aaaa(host).await;
-                Ok(self.settle(r, counts_void)?.into_iter().any(|a| in_v6(ip, a, cidr6)))
+                Ok(self
+                    .settle(r, counts_void)?
+                    .into_iter()
+                    .any(|a| in_v6(ip, a, cidr6)))
             }
         }
     }
 
     fn expand(&self, spec: &str, domain: &str) -> Result<String, Abort> {
-        expand_macros(spec, &MacroContext {
-            sender: &self.sender,
-            domain,
-            ip: self.ip,
-            helo: &self.helo,
-        })
+        expand_macros(
+            spec,
+            &MacroContext {
+                sender: &self.sender,
+                domain,
+                ip: self.ip,
+                helo: &self.helo,
+            },
+        )
         .map_err(|e| Abort::Perm(format!("{spec:?}: {e}")))
     }
 }
@@ -695,7 +799,12 @@ pub struct MacroContext<'a> {
 impl<'a> MacroContext<'a> {
     /// Builds a context.
     pub fn new(sender: &'a str, domain: &'a str, ip: IpAddr, helo: &'a str) -> Self {
-        Self { sender, domain, ip, helo }
+        Self {
+            sender,
+            domain,
+            ip,
+            helo,
+        }
     }
 }
 
@@ -752,7 +861,10 @@ pub fn expand_macros(spec: &str, ctx: &MacroContext<'_>) -> Result<String, &'sta
 
 fn expand_one(body: &str, ctx: &MacroContext<'_>) -> Result<String, &'static str> {
     let (&letter, rest) = body.as_bytes().split_first().ok_or("empty macro")?;
-    let (local, sender_domain) = ctx.sender.rsplit_once('@').unwrap_or(("postmaster", ctx.sender));
+    let (local, sender_domain) = ctx
+        .sender
+        .rsplit_once('@')
+        .unwrap_or(("postmaster", ctx.sender));
     let value = match letter.to_ascii_lowercase() {
         b's' => ctx.sender.to_owned(),
         b'l' => local.to_owned(),
@@ -786,7 +898,11 @@ fn expand_one(body: &str, ctx: &MacroContext<'_>) -> Result<String, &'static str
     if reverse {
         rest = &rest[1..];
     }
-    let delimiters: Vec<char> = if rest.is_empty() { vec!['.'] } else { rest.chars().collect() };
+    let delimiters: Vec<char> = if rest.is_empty() {
+        vec!['.']
+    } else {
+        rest.chars().collect()
+    };
     let mut parts: Vec<&str> = value.split(|c| delimiters.contains(&c)).collect();
     if reverse {
         parts.reverse();
@@ -796,7 +912,11 @@ fn expand_one(body: &str, ctx: &MacroContext<'_>) -> Result<String, &'static str
         parts.drain(..skip);
     }
     let joined = parts.join(".");
-    Ok(if letter.is_ascii_uppercase() { url_escape(&joined) } else { joined })
+    Ok(if letter.is_ascii_uppercase() {
+        url_escape(&joined)
+    } else {
+        joined
+    })
 }
 
 fn url_escape(s: &str) -> String {
@@ -812,12 +932,20 @@ fn url_escape(s: &str) -> String {
 }
 
 fn in_v4(ip: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
-    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix))
+    };
     u32::from(ip) & mask == u32::from(net) & mask
 }
 
 fn in_v6(ip: Ipv6Addr, net: Ipv6Addr, prefix: u8) -> bool {
-    let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) };
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(prefix))
+    };
     u128::from(ip) & mask == u128::from(net) & mask
 }
 
@@ -831,25 +959,34 @@ impl std::fmt::Display for DisplayDirective<'_> {
             Qualifier::SoftFail => "~",
             Qualifier::Neutral => "?",
         };
-        let dc = |f: &mut std::fmt::Formatter<'_>, name: &str, d: &Option<String>, c4: u8, c6: u8| {
-            write!(f, "{q}{name}")?;
-            if let Some(d) = d {
-                write!(f, ":{d}")?;
-            }
-            if c4 != 32 {
-                write!(f, "/{c4}")?;
-            }
-            if c6 != 128 {
-                write!(f, "//{c6}")?;
-            }
-            Ok(())
-        };
+        let dc =
+            |f: &mut std::fmt::Formatter<'_>, name: &str, d: &Option<String>, c4: u8, c6: u8| {
+                write!(f, "{q}{name}")?;
+                if let Some(d) = d {
+                    write!(f, ":{d}")?;
+                }
+                if c4 != 32 {
+                    write!(f, "/{c4}")?;
+                }
+                if c6 != 128 {
+                    write!(f, "//{c6}")?;
+                }
+                Ok(())
+            };
         match &self.0.mechanism {
             Mechanism::All => write!(f, "{q}all"),
             Mechanism::Include { domain } => write!(f, "{q}include:{domain}"),
             Mechanism::Exists { domain } => write!(f, "{q}exists:{domain}"),
-            Mechanism::A { domain, cidr4, cidr6 } => dc(f, "a", domain, *cidr4, *cidr6),
-            Mechanism::Mx { domain, cidr4, cidr6 } => dc(f, "mx", domain, *cidr4, *cidr6),
+            Mechanism::A {
+                domain,
+                cidr4,
+                cidr6,
+            } => dc(f, "a", domain, *cidr4, *cidr6),
+            Mechanism::Mx {
+                domain,
+                cidr4,
+                cidr6,
+            } => dc(f, "mx", domain, *cidr4, *cidr6),
             Mechanism::Ptr { domain: Some(d) } => write!(f, "{q}ptr:{d}"),
             Mechanism::Ptr { domain: None } => write!(f, "{q}ptr"),
             Mechanism::Ip4 { addr, prefix } => write!(f, "{q}ip4:{addr}/{prefix}"),

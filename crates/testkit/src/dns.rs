@@ -139,7 +139,8 @@ impl DnsServerBuilder {
 
     /// Makes queries for `name` of type `record_type` only misbehave as `fault`.
     pub fn fault_for(mut self, name: &str, record_type: RecordType, fault: Fault) -> Self {
-        self.faults.push((normalise(name), Some(record_type), fault));
+        self.faults
+            .push((normalise(name), Some(record_type), fault));
         self
     }
 
@@ -195,7 +196,9 @@ pub struct DnsServer {
 
 impl std::fmt::Debug for DnsServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DnsServer").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("DnsServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -219,7 +222,11 @@ impl DnsServer {
     /// How many queries for `name` (any type) the server has received.
     pub fn query_count(&self, name: &str) -> usize {
         let name = normalise(name);
-        lock(&self.state).queries.iter().filter(|(n, _)| *n == name).count()
+        lock(&self.state)
+            .queries
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .count()
     }
 
     /// How many queries arrived over TCP (the rest came over UDP).
@@ -248,7 +255,9 @@ struct State {
 
 /// A poisoned lock only means another test thread panicked; the data is still usable.
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn normalise(name: &str) -> String {
@@ -256,7 +265,11 @@ fn normalise(name: &str) -> String {
 }
 
 fn name_of(name: &str) -> Name {
-    let fqdn = if name.ends_with('.') { name.to_owned() } else { format!("{name}.") };
+    let fqdn = if name.ends_with('.') {
+        name.to_owned()
+    } else {
+        format!("{name}.")
+    };
     Name::from_ascii(&fqdn).unwrap_or_else(|e| panic!("invalid DNS name {name:?}: {e}"))
 }
 
@@ -264,7 +277,11 @@ fn name_of(name: &str) -> Name {
 enum Outcome {
     Drop,
     Code(ResponseCode),
-    Answer { answers: Vec<Record>, soa: Option<Record>, code: ResponseCode },
+    Answer {
+        answers: Vec<Record>,
+        soa: Option<Box<Record>>,
+        code: ResponseCode,
+    },
 }
 
 #[derive(Debug)]
@@ -315,13 +332,26 @@ impl Handler {
             }
         }
         if !answers.is_empty() {
-            return Outcome::Answer { answers, soa: None, code: ResponseCode::NoError };
+            return Outcome::Answer {
+                answers,
+                soa: None,
+                code: ResponseCode::NoError,
+            };
         }
-        let exists = state.entries.iter().any(|e| {
-            e.name == current || e.name.ends_with(&format!(".{current}"))
-        });
-        let code = if exists { ResponseCode::NoError } else { ResponseCode::NXDomain };
-        Outcome::Answer { answers, soa: Some(self.soa_for(&current)), code }
+        let exists = state
+            .entries
+            .iter()
+            .any(|e| e.name == current || e.name.ends_with(&format!(".{current}")));
+        let code = if exists {
+            ResponseCode::NoError
+        } else {
+            ResponseCode::NXDomain
+        };
+        Outcome::Answer {
+            answers,
+            soa: Some(Box::new(self.soa_for(&current))),
+            code,
+        }
     }
 
     /// A synthetic SOA for the "zone" of `name` (its last two labels), so negative answers can
@@ -329,7 +359,11 @@ impl Handler {
     fn soa_for(&self, name: &str) -> Record {
         let labels: Vec<&str> = name.split('.').filter(|l| !l.is_empty()).collect();
         let apex = labels[labels.len().saturating_sub(2)..].join(".");
-        let apex = if apex.is_empty() { ".".to_owned() } else { apex };
+        let apex = if apex.is_empty() {
+            ".".to_owned()
+        } else {
+            apex
+        };
         let soa = SOA::new(
             name_of(&format!("ns.{apex}").replace("ns..", "ns.")),
             name_of(&format!("hostmaster.{apex}").replace("hostmaster..", "hostmaster.")),
@@ -366,14 +400,24 @@ impl RequestHandler for Handler {
             lock(&self.state).tcp_queries += 1;
         }
         match self.decide(&qname, query.query_type()) {
-            Outcome::Drop => ResponseInfo::from(Header { metadata, counts: HeaderCounts::default() }),
+            Outcome::Drop => ResponseInfo::from(Header {
+                metadata,
+                counts: HeaderCounts::default(),
+            }),
             Outcome::Code(code) => {
                 metadata.response_code = code;
                 send(request, &mut response_handle, metadata, &[], None).await
             }
             Outcome::Answer { answers, soa, code } => {
                 metadata.response_code = code;
-                send(request, &mut response_handle, metadata, &answers, soa.as_ref()).await
+                send(
+                    request,
+                    &mut response_handle,
+                    metadata,
+                    &answers,
+                    soa.as_deref(),
+                )
+                .await
             }
         }
     }
@@ -387,13 +431,16 @@ async fn send<R: ResponseHandler>(
     soa: Option<&Record>,
 ) -> ResponseInfo {
     let builder = MessageResponseBuilder::from_message_request(request);
-    let response = builder.build(metadata, answers.iter(), [].iter(), soa.into_iter(), [].iter());
+    let response = builder.build(metadata, answers.iter(), [].iter(), soa, [].iter());
     match response_handle.send_response(response).await {
         Ok(info) => info,
         Err(_) => {
             let mut failed = metadata;
             failed.response_code = ResponseCode::ServFail;
-            ResponseInfo::from(Header { metadata: failed, counts: HeaderCounts::default() })
+            ResponseInfo::from(Header {
+                metadata: failed,
+                counts: HeaderCounts::default(),
+            })
         }
     }
 }
