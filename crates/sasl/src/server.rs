@@ -96,24 +96,18 @@ impl ServerExchange {
         if !matches!(self.state, State::New) {
             return Err(self.close(AuthError::OutOfSequence));
         }
-        let Some(response) = initial_response else {
-            return Ok(match self.mechanism {
-                Mechanism::Login => {
-                    self.state = State::AwaitUsername;
-                    ServerStep::Challenge(login::USERNAME_PROMPT.to_owned())
-                }
-                _ => {
-                    self.state = State::AwaitMessage;
-                    ServerStep::Challenge(String::new())
-                }
-            });
+        let (state, first_challenge) = match self.mechanism {
+            Mechanism::Login => (State::AwaitUsername, login::USERNAME_PROMPT),
+            _ => (State::AwaitMessage, ""),
         };
-        self.state = match self.mechanism {
-            Mechanism::Login => State::AwaitUsername,
-            _ => State::AwaitMessage,
-        };
-        let result = self.advance(response, true);
-        result.map_err(|e| self.close(e))
+        self.state = state;
+        match initial_response {
+            None => Ok(ServerStep::Challenge(first_challenge.to_owned())),
+            Some(response) => {
+                let result = self.advance(response, true);
+                result.map_err(|e| self.close(e))
+            }
+        }
     }
 
     /// Feeds one client line (base64 without CRLF; a trailing CRLF is tolerated).
@@ -127,7 +121,7 @@ impl ServerExchange {
     /// empty line, which [`step`](Self::step) turns into [`AuthError::TokenRejected`]
     /// (`535 5.7.8`). Exchange Online does not do this; a server may simply reply `535`.
     pub fn fail_xoauth2(&mut self, failure: &Xoauth2Failure) -> Result<ServerStep, AuthError> {
-        self.fail(Mechanism::Xoauth2, || failure.to_challenge())
+        self.fail(Mechanism::Xoauth2, failure.to_challenge())
     }
 
     /// After [`ServerStep::Done`] for an OAUTHBEARER exchange whose token the engine rejects:
@@ -137,19 +131,15 @@ impl ServerExchange {
         &mut self,
         failure: &OAuthBearerFailure,
     ) -> Result<ServerStep, AuthError> {
-        self.fail(Mechanism::OAuthBearer, || failure.to_challenge())
+        self.fail(Mechanism::OAuthBearer, failure.to_challenge())
     }
 
-    fn fail(
-        &mut self,
-        mechanism: Mechanism,
-        challenge: impl FnOnce() -> String,
-    ) -> Result<ServerStep, AuthError> {
+    fn fail(&mut self, mechanism: Mechanism, challenge: String) -> Result<ServerStep, AuthError> {
         if self.mechanism != mechanism || !matches!(self.state, State::Done) {
             return Err(self.close(AuthError::OutOfSequence));
         }
         self.state = State::AwaitFailureAck;
-        Ok(ServerStep::Challenge(challenge()))
+        Ok(ServerStep::Challenge(challenge))
     }
 
     fn close(&mut self, error: AuthError) -> AuthError {
