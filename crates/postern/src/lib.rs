@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod delivery;
+pub mod inbound;
 pub mod queue;
 pub mod router;
 pub mod spool;
