@@ -240,7 +240,11 @@ impl EnhancedCode {
         if subject > 999 || detail > 999 {
             None
         } else {
-            Some(Self { class, subject, detail })
+            Some(Self {
+                class,
+                subject,
+                detail,
+            })
         }
     }
 
@@ -278,8 +282,22 @@ impl EnhancedCode {
         let (detail, n2) = three_digits(&bytes[at + 1..])?;
         let end = at + 1 + n2;
         match bytes.get(end) {
-            None => Some((Self { class, subject, detail }, end)),
-            Some(b' ') => Some((Self { class, subject, detail }, end + 1)),
+            None => Some((
+                Self {
+                    class,
+                    subject,
+                    detail,
+                },
+                end,
+            )),
+            Some(b' ') => Some((
+                Self {
+                    class,
+                    subject,
+                    detail,
+                },
+                end + 1,
+            )),
             Some(_) => None,
         }
     }
@@ -293,7 +311,11 @@ impl EnhancedCode {
 
 /// Reads 1–3 ASCII digits without a leading zero (RFC 3463 §2), returning the value and length.
 fn three_digits(bytes: &[u8]) -> Option<(u16, usize)> {
-    let len = bytes.iter().take(4).take_while(|b| b.is_ascii_digit()).count();
+    let len = bytes
+        .iter()
+        .take(4)
+        .take_while(|b| b.is_ascii_digit())
+        .count();
     if len == 0 || len > 3 || (len > 1 && bytes[0] == b'0') {
         return None;
     }
@@ -356,14 +378,19 @@ mod tests {
             ("5.7.139", StatusClass::Permanent, 7, 139),
         ] {
             let code: EnhancedCode = text.parse().unwrap();
-            assert_eq!((code.class, code.subject, code.detail), (class, subject, detail));
+            assert_eq!(
+                (code.class, code.subject, code.detail),
+                (class, subject, detail)
+            );
             assert_eq!(code.to_string(), text);
         }
     }
 
     #[test]
     fn enhanced_rejects() {
-        for bad in ["", "5", "5.", "5.7", "5.7.", "3.1.1", "5.1000.1", "5.01.1", "5.7.1x", "x"] {
+        for bad in [
+            "", "5", "5.", "5.7", "5.7.", "3.1.1", "5.1000.1", "5.01.1", "5.7.1x", "x",
+        ] {
             assert!(bad.parse::<EnhancedCode>().is_err(), "{bad:?}");
         }
         assert!(EnhancedCode::parse_prefix("5.7.1Unable").is_none());
