@@ -14,3 +14,12 @@
 #![forbid(unsafe_code)]
 
 pub mod dns;
+pub mod exo;
+pub mod fault;
+pub mod graph;
+pub mod org;
+pub mod record;
+pub mod tenant_mx;
+pub mod tls;
+pub mod token;
+mod wire;
