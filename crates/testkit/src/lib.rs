@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dns;
+pub mod entra;
 pub mod exo;
 pub mod fault;
 pub mod graph;
