@@ -490,7 +490,11 @@ impl<'a> Command<'a> {
         let invalid = |kind| DecodeError::Invalid { consumed, kind };
         let line = std::str::from_utf8(line)
             .map_err(|_| invalid(InvalidKind::Syntax("command line is not UTF-8")))?;
-        if line.bytes().any(|b| b < b' ' && b != b'\t' || b == 0x7f) {
+        let tab_ok = opts.lenient;
+        if line
+            .bytes()
+            .any(|b| (b < b' ' && !(tab_ok && b == b'\t')) || b == 0x7f)
+        {
             return Err(invalid(InvalidKind::Syntax("control character in command")));
         }
         parse_line(line, opts)
@@ -676,7 +680,9 @@ fn parse_hello<'a>(
     };
     if opts.lenient {
         // Devices send `EHLO printer_01`, `EHLO [printer]`, `HELO host extra words`.
-        let token = args.split([' ', '\t']).next().unwrap_or(args);
+        let Some(token) = args.split([' ', '\t']).find(|t| !t.is_empty()) else {
+            return Err(InvalidKind::BadArgument("HELO/EHLO needs a domain"));
+        };
         return match domain(token, cx) {
             Ok(("", d)) => Ok(d),
             _ => Ok(Domain::Name(Cow::Borrowed(token))),

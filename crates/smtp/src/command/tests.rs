@@ -327,6 +327,7 @@ fn strict_versus_lenient_device_envelopes() {
         ("EHLO [printer]\r\n", "EHLO [printer]\r\n"),
         ("HELO KM-C458 ready\r\n", "HELO KM-C458\r\n"),
         ("QUIT \r\n", "QUIT\r\n"),
+        ("EHLO \tprinter\r\n", "EHLO printer\r\n"),
         (
             "RCPT TO:<a..b@docomo.ne.jp>\r\n",
             "RCPT TO:<a..b@docomo.ne.jp>\r\n",
