@@ -15,7 +15,7 @@
 //!   token's user; for app-only tokens, a mailbox the service principal has no `FullAccess`
 //!   on) are all `535 5.7.3 Authentication unsuccessful [...]` at once, with no base64 failure
 //!   challenge; `LOGIN` is checked against mailbox passwords, with
-//!   [`BasicAuth`](crate::org::BasicAuth) giving `535 5.7.139 ... basic authentication is
+//!   [`BasicAuth`] giving `535 5.7.139 ... basic authentication is
 //!   disabled.` or `550 5.7.30 Basic authentication is not supported for Client Submission.`;
 //!   SMTP AUTH disabled for the tenant or the mailbox gives the two `535 5.7.139` texts;
 //! - more than 3 authenticated sessions per mailbox: the 4th `AUTH` gets `432 4.3.2 Concurrent
