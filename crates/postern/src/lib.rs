@@ -10,6 +10,7 @@
 //! - [`router`]: rules that choose a route list per recipient.
 //! - [`delivery`]: the [`delivery::Transport`] seam and the local sink.
 //! - [`config`]: the TOML configuration.
+//! - [`relay`]: everything started and stopped as one ([`Relay::start`]).
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -17,5 +18,8 @@ pub mod config;
 pub mod delivery;
 pub mod inbound;
 pub mod queue;
+pub mod relay;
 pub mod router;
 pub mod spool;
+
+pub use relay::{Error, Relay, RelayHandle};

@@ -1,0 +1,147 @@
+//! The relay: spool + queue + router + delivery + inbound listeners, started and stopped as
+//! one.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), postern::Error> {
+//! let handle = postern::relay::Relay::start(postern::config::Config::builtin()).await?;
+//! println!("listening on {:?}", handle.local_addrs());
+//! handle.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError};
+use crate::delivery::{LocalSink, Transport};
+use crate::inbound::{self, InboundContext, RelayPolicy, Server, TlsReloader};
+use crate::queue::{self, QueueHandle, Transports};
+use crate::router::{RouteConfig, Router};
+use crate::spool::{Spool, SpoolError};
+
+/// The engine's error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The spool could not be opened or written.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// A listener could not be set up (bind, TLS files, accounts).
+    #[error(transparent)]
+    Inbound(#[from] inbound::Error),
+}
+
+/// Starts relays.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Relay;
+
+/// A running relay.
+#[derive(Debug)]
+pub struct RelayHandle {
+    addrs: Vec<SocketAddr>,
+    spool: Arc<Spool>,
+    tls: TlsReloader,
+    stop_inbound: CancellationToken,
+    inbound: tokio::task::JoinHandle<()>,
+    queue: QueueHandle,
+}
+
+impl Relay {
+    /// Opens the spool and recovers it, starts the queue and the listeners, and returns once
+    /// every listener is bound.
+    pub async fn start(config: Config) -> Result<RelayHandle, Error> {
+        let (spool, recovered) = Spool::open(&config.spool).await?;
+        if recovered.discarded_tmp > 0 || !recovered.quarantined.is_empty() {
+            tracing::warn!(
+                discarded_tmp = recovered.discarded_tmp,
+                quarantined = recovered.quarantined.len(),
+                "spool recovery cleaned up after an unclean stop"
+            );
+        }
+        tracing::info!(path = %spool.path().display(), recovered = recovered.messages.len(), "spool open");
+        let spool = Arc::new(spool);
+        let router =
+            Router::new(&config.rules, &config.default_routes).map_err(|(i, m)| ConfigError {
+                origin: "configuration".into(),
+                line: None,
+                key: Some(format!("rules[{i}].client_network")),
+                message: m,
+            })?;
+        let mut transports: Transports = BTreeMap::new();
+        for (name, route) in &config.routes {
+            let t: Arc<dyn Transport> = match route {
+                RouteConfig::Local { dir, format } => {
+                    Arc::new(LocalSink::new(dir.clone(), *format))
+                }
+            };
+            transports.insert(Arc::from(name.as_str()), t);
+        }
+        let mut qcfg = config.queue.clone();
+        qcfg.hostname.clone_from(&config.hostname);
+        // The queue subscribes to the spool before the first session can commit.
+        let queue = queue::start(
+            Arc::clone(&spool),
+            recovered.messages,
+            Arc::new(router),
+            transports,
+            qcfg,
+        );
+
+        let policy = RelayPolicy::from_config(&config.policy, &config.accounts)?;
+        let ctx = InboundContext::new(Arc::clone(&spool), policy)
+            .with_limits(config.limits.clone())
+            .with_hostname(config.hostname.clone());
+        let server = match Server::bind(&config.listeners, ctx) {
+            Ok(s) => s,
+            Err(e) => {
+                queue.shutdown().await;
+                return Err(e.into());
+            }
+        };
+        let addrs = server.local_addrs();
+        let tls = server.tls_reloader();
+        let stop_inbound = CancellationToken::new();
+        let inbound = server.run(stop_inbound.clone());
+        Ok(RelayHandle {
+            addrs,
+            spool,
+            tls,
+            stop_inbound,
+            inbound,
+            queue,
+        })
+    }
+}
+
+impl RelayHandle {
+    /// The bound listener addresses, in configuration order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The spool.
+    pub fn spool(&self) -> &Arc<Spool> {
+        &self.spool
+    }
+
+    /// Re-reads every listener's certificate and key (SIGHUP).
+    pub fn reload_tls(&self) -> Result<(), Error> {
+        Ok(self.tls.reload()?)
+    }
+
+    /// Graceful shutdown: stop accepting, let sessions finish or defer, then stop the queue
+    /// after the attempts in progress. The spool keeps everything not yet delivered.
+    pub async fn shutdown(self) {
+        self.stop_inbound.cancel();
+        let _ = self.inbound.await;
+        tracing::info!("listeners stopped");
+        self.queue.shutdown().await;
+    }
+}

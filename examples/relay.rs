@@ -1,0 +1,150 @@
+//! `relay`: the Postern daemon.
+//!
+//! ```text
+//! cargo run -p postern-examples --example relay -- serve                      # built-in local default
+//! cargo run -p postern-examples --example relay -- serve --config relay.toml  # see relay.sample.toml
+//! cargo run -p postern-examples --example relay -- check-config --config relay.toml
+//! ```
+//!
+//! SIGTERM / SIGINT shut down cleanly (stop accepting, finish sessions, keep the spool);
+//! SIGHUP reloads the listeners' TLS certificates. `--log-format json` for JSON log lines.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use postern::Relay;
+use postern::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "relay",
+    about = "Postern: an SMTP relay for devices sending through Microsoft 365"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay.
+    Serve {
+        /// The configuration file (default: the built-in local dry run).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file and exit (status 0 if valid).
+    CheckConfig {
+        /// The configuration file (default: the built-in configuration).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Config, postern::config::ConfigError> {
+    match path {
+        Some(p) => Config::load(p),
+        None => Ok(Config::builtin()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    match cli.command {
+        Command::CheckConfig { config } => match load(config.as_ref()) {
+            Ok(_) => {
+                println!("configuration is valid");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve { config } => {
+            let cfg = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            rt.block_on(serve(cfg, config.is_none()))
+        }
+    }
+}
+
+async fn serve(cfg: Config, builtin: bool) -> ExitCode {
+    use tokio::signal::unix::{SignalKind, signal};
+    if builtin {
+        tracing::info!(
+            "no --config given: running on the BUILT-IN LOCAL DEFAULT (a dry run; nothing leaves this machine)"
+        );
+        tracing::info!(
+            outbox = ?cfg.local_dirs(),
+            spool = %cfg.spool.path.display(),
+            "mail sent to this relay is written to the local outbox as .eml + .json files"
+        );
+        tracing::info!(
+            "to relay to your Microsoft 365 tenant, copy examples/relay.sample.toml, add a route for your tenant, and run: relay serve --config relay.toml (see docs/configuration.md)"
+        );
+    }
+    let relay = match Relay::start(cfg).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(addrs = ?relay.local_addrs(), "relay listening");
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        relay.shutdown().await;
+        return ExitCode::FAILURE;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match relay.reload_tls() {
+                Ok(()) => tracing::info!("TLS certificates reloaded"),
+                Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the previous certificates"),
+            },
+        }
+    }
+    tracing::info!("shutting down: no new connections; sessions finish; the spool is kept");
+    relay.shutdown().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
