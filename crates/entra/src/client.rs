@@ -29,6 +29,9 @@ pub enum Credential {
 /// An OAuth client: authority, tenant, client ID and credential, plus the transport and
 /// clock it uses. Cheap to clone.
 ///
+/// Its futures run on tokio with the time driver enabled: every request is bounded by
+/// [`OAuthClientBuilder::timeout`].
+///
 /// ```no_run
 /// # async fn f() -> Result<(), postern_entra::Error> {
 /// use postern_entra::{Authority, OAuthClient, Secret};
