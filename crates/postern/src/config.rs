@@ -81,6 +81,9 @@ pub struct Config {
     /// The route list for recipients no rule matches.
     #[serde(default)]
     pub default_routes: Vec<String>,
+    /// The admin HTTP listener (metrics, health, queue API); off when absent.
+    #[serde(default)]
+    pub admin: Option<crate::admin::AdminConfig>,
 }
 
 /// A configuration error, with where it is.

@@ -14,9 +14,12 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod admin;
 pub mod config;
 pub mod delivery;
 pub mod inbound;
+pub mod metrics;
+pub mod ops;
 pub mod queue;
 pub mod relay;
 pub mod router;

@@ -35,6 +35,9 @@ pub enum Error {
     /// A listener could not be set up (bind, TLS files, accounts).
     #[error(transparent)]
     Inbound(#[from] inbound::Error),
+    /// The admin HTTP listener could not be bound.
+    #[error("admin listener: {0}")]
+    Admin(#[source] std::io::Error),
 }
 
 /// Starts relays.
@@ -51,12 +54,17 @@ pub struct RelayHandle {
     stop_inbound: CancellationToken,
     inbound: tokio::task::JoinHandle<()>,
     queue: QueueHandle,
+    admin: Option<crate::admin::AdminServer>,
+    listeners_up: Arc<std::sync::atomic::AtomicBool>,
+    _lock: crate::spool::SpoolLock,
 }
 
 impl Relay {
     /// Opens the spool and recovers it, starts the queue and the listeners, and returns once
     /// every listener is bound.
     pub async fn start(config: Config) -> Result<RelayHandle, Error> {
+        // One process per spool; `relay queue` takes the same lock when no relay runs.
+        let lock = crate::spool::SpoolLock::acquire(&config.spool.path)?;
         let (spool, recovered) = Spool::open(&config.spool).await?;
         if recovered.discarded_tmp > 0 || !recovered.quarantined.is_empty() {
             tracing::warn!(
@@ -109,6 +117,20 @@ impl Relay {
         let tls = server.tls_reloader();
         let stop_inbound = CancellationToken::new();
         let inbound = server.run(stop_inbound.clone());
+        let admin_ctx = crate::admin::AdminContext::new(Arc::clone(&spool), Some(queue.control()));
+        let listeners_up = Arc::clone(&admin_ctx.listeners_up);
+        let admin = match &config.admin {
+            None => None,
+            Some(a) => match crate::admin::AdminServer::bind(a.bind, admin_ctx).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    stop_inbound.cancel();
+                    let _ = inbound.await;
+                    queue.shutdown().await;
+                    return Err(Error::Admin(e));
+                }
+            },
+        };
         Ok(RelayHandle {
             addrs,
             spool,
@@ -116,6 +138,9 @@ impl Relay {
             stop_inbound,
             inbound,
             queue,
+            admin,
+            listeners_up,
+            _lock: lock,
         })
     }
 }
@@ -131,6 +156,18 @@ impl RelayHandle {
         &self.spool
     }
 
+    /// The admin listener's address, when `[admin]` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+            .as_ref()
+            .map(crate::admin::AdminServer::local_addr)
+    }
+
+    /// Administrator actions on the running queue (retry now, delete, bounce).
+    pub fn queue_control(&self) -> queue::QueueControl {
+        self.queue.control()
+    }
+
     /// Re-reads every listener's certificate and key (SIGHUP).
     pub fn reload_tls(&self) -> Result<(), Error> {
         Ok(self.tls.reload()?)
@@ -139,9 +176,14 @@ impl RelayHandle {
     /// Graceful shutdown: stop accepting, let sessions finish or defer, then stop the queue
     /// after the attempts in progress. The spool keeps everything not yet delivered.
     pub async fn shutdown(self) {
+        self.listeners_up
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         self.stop_inbound.cancel();
         let _ = self.inbound.await;
         tracing::info!("listeners stopped");
         self.queue.shutdown().await;
+        if let Some(admin) = self.admin {
+            admin.shutdown().await;
+        }
     }
 }

@@ -693,6 +693,12 @@ async fn commit<S>(
     match committed {
         Ok(Ok(id)) => {
             info!(size, recipients, "message accepted");
+            params
+                .shared
+                .ctx
+                .spool
+                .metrics()
+                .accepted(&params.listener.config.name);
             conn.reply(250, "2.0.0", &format!("Ok: queued as {id}"));
         }
         Ok(Err(e)) => spool_failed(conn, &e),

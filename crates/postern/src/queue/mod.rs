@@ -16,6 +16,8 @@
 //! restart never sends it twice); never to the null sender, so never a bounce of a bounce.
 //! When every recipient is final the message files are deleted.
 
+mod control;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+pub use self::control::{ADMIN_BOUNCE_CATEGORY, ADMIN_BOUNCE_REPLY, QueueControl, QueueStopped};
 use crate::delivery::{RcptOutcome, Transport, build_bounce};
 use crate::router::Router;
 use crate::spool::{
@@ -105,6 +108,7 @@ struct Ctx {
     router: Arc<Router>,
     transports: Transports,
     cfg: QueueConfig,
+    control_marks: control::BounceMarks,
 }
 
 /// A running queue. Dropping it does not stop it; call [`QueueHandle::shutdown`].
@@ -112,9 +116,15 @@ struct Ctx {
 pub struct QueueHandle {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    control: QueueControl,
 }
 
 impl QueueHandle {
+    /// Sends administrator actions (retry now, delete, bounce) to this queue.
+    pub fn control(&self) -> QueueControl {
+        self.control.clone()
+    }
+
     /// Stops dispatching, waits for the attempts in progress to finish and be recorded, and
     /// returns. Queued messages stay in the spool for the next start.
     pub async fn shutdown(self) {
@@ -134,14 +144,20 @@ pub fn start(
 ) -> QueueHandle {
     let incoming = spool.subscribe();
     let (stop, stop_rx) = watch::channel(false);
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Ctx {
         spool,
         router,
         transports,
         cfg,
+        control_marks: control::BounceMarks::default(),
     });
-    let task = tokio::spawn(run(ctx, recovered, incoming, stop_rx));
-    QueueHandle { stop, task }
+    let task = tokio::spawn(run(ctx, recovered, incoming, control_rx, stop_rx));
+    QueueHandle {
+        stop,
+        task,
+        control: QueueControl::new(control_tx),
+    }
 }
 
 type Done = (SpooledMessage, MessageState, Option<SystemTime>);
@@ -150,9 +166,11 @@ async fn run(
     ctx: Arc<Ctx>,
     recovered: Vec<RecoveredMessage>,
     mut incoming: mpsc::UnboundedReceiver<SpooledMessage>,
+    mut control_rx: mpsc::UnboundedReceiver<control::Command>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut idx = Index::default();
+    let mut actions = control::Actions::default();
     let sem = Arc::new(Semaphore::new(ctx.cfg.concurrency.max(1)));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let mut workers = JoinSet::new();
@@ -179,6 +197,7 @@ async fn run(
             let Some((msg, state)) = idx.entries.remove(&key) else {
                 continue;
             };
+            actions.dispatched(msg.id());
             let ctx = Arc::clone(&ctx);
             let done_tx = done_tx.clone();
             workers.spawn(async move {
@@ -196,11 +215,12 @@ async fn run(
                 let n = msg.envelope().recipients.len();
                 idx.push(msg, MessageState::new(n), Instant::now());
             }
-            Some((msg, state, next)) = done_rx.recv() => {
-                if let Some(t) = next {
-                    idx.push(msg, state, due_instant(Some(t)));
+            Some((msg, mut state, next)) = done_rx.recv() => {
+                if let Some(at) = actions.done(&ctx, &msg, &mut state, next).await {
+                    idx.push(msg, state, at);
                 }
             }
+            Some(cmd) = control_rx.recv() => actions.apply(&ctx, &mut idx, cmd).await,
             Some(_) = workers.join_next(), if !workers.is_empty() => {}
             () = sleep_until_opt(next_due), if next_due.is_some() && can_dispatch => {}
         }
@@ -284,14 +304,21 @@ async fn attempt(
         }
     }
     let now = SystemTime::now();
+    let admin_bounce = ctx.control_marks.take(&id);
     let due: Vec<usize> = state
         .pending()
         .into_iter()
-        .filter(|&i| state.recipients[i].next_attempt.is_none_or(|t| t <= now))
+        .filter(|&i| admin_bounce || state.recipients[i].next_attempt.is_none_or(|t| t <= now))
         .collect();
+    let metrics = ctx.spool.metrics();
     let mut groups: BTreeMap<Arc<str>, Vec<usize>> = BTreeMap::new();
     let mut outcomes: Vec<(usize, Option<Arc<str>>, RcptOutcome)> = Vec::new();
     for &i in &due {
+        if admin_bounce {
+            let o = RcptOutcome::permanent(ADMIN_BOUNCE_REPLY, ADMIN_BOUNCE_CATEGORY);
+            outcomes.push((i, None, o));
+            continue;
+        }
         match ctx.router.routes_for(env, i).first() {
             Some(route) if ctx.transports.contains_key(route) => {
                 groups.entry(Arc::clone(route)).or_default().push(i);
@@ -311,7 +338,9 @@ async fn attempt(
     }
     for (route, rcpts) in &groups {
         let transport = &ctx.transports[route];
+        let started = Instant::now();
         let report = transport.deliver(&msg, rcpts).await;
+        metrics.upstream_latency(route, started.elapsed());
         for &i in rcpts {
             let o = report.get(i).cloned().unwrap_or_else(|| {
                 RcptOutcome::transient(format!("route {route} reported no outcome"), "internal")
@@ -331,6 +360,7 @@ async fn attempt(
         match outcome {
             RcptOutcome::Delivered { reply } => {
                 tracing::info!(queue_id = %id, from = env.mail_from_display(), rcpt, route, attempts = r.attempts, %reply, "delivered");
+                metrics.delivered(route);
                 r.last_reply = Some(reply.clone());
                 r.last_category = None;
                 r.next_attempt = None;
@@ -345,11 +375,13 @@ async fn attempt(
                 r.last_category = Some(category.clone());
                 if now >= expires {
                     tracing::warn!(queue_id = %id, rcpt, route, attempts = r.attempts, %reason, category, "failed: retry period expired");
+                    metrics.failed(route, &category, true);
                     failed.push((i, reason, true));
                 } else {
                     let delay = backoff(&ctx.cfg, r.attempts).max(retry_after.unwrap_or_default());
                     let next = (now + delay).min(expires);
                     r.next_attempt = Some(next);
+                    metrics.deferred(route, &category);
                     tracing::warn!(queue_id = %id, rcpt, route, attempts = r.attempts, %reason, category, retry_in_s = delay.as_secs(), "deferred");
                 }
             }
@@ -360,6 +392,7 @@ async fn attempt(
             } => {
                 r.last_reply = Some(reason.clone());
                 r.last_category = Some(category.clone());
+                metrics.failed(route, &category, false);
                 match &remedy {
                     Some(remedy) => {
                         tracing::error!(queue_id = %id, rcpt, route, %reason, category, remedy, "failed permanently")
@@ -383,6 +416,8 @@ async fn attempt(
                 .last_reply
                 .clone()
                 .unwrap_or_else(|| "retry period expired".into());
+            let category = state.recipients[i].last_category.as_deref();
+            metrics.failed("-", category.unwrap_or("expired"), true);
             failed.push((i, reason, true));
         }
     }
@@ -474,6 +509,7 @@ async fn send_dsn(
         let sender = env.mail_from.clone().unwrap_or_default();
         let bounce_env = Envelope::new(None, vec![Recipient::new(sender.clone())], client);
         ctx.spool.store(bounce_id.clone(), bounce_env, body).await?;
+        ctx.spool.metrics().bounce_queued();
         tracing::info!(queue_id = %msg.id(), bounce_id = %bounce_id, to = %sender, recipients = failed.len(), "failure notice queued");
     }
     state.dsn_seq += 1;

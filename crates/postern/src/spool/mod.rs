@@ -53,6 +53,8 @@ mod dirsync;
 mod envelope;
 mod error;
 mod id;
+mod inspect;
+mod lock;
 mod state;
 
 use std::collections::HashMap;
@@ -70,6 +72,8 @@ use self::dirsync::DirSync;
 pub use self::envelope::{BodyType, ClientInfo, Envelope, Notify, Recipient, Ret};
 pub use self::error::SpoolError;
 pub use self::id::QueueId;
+pub use self::inspect::{InspectedMessage, inspect, inspect_one};
+pub use self::lock::SpoolLock;
 pub use self::state::{FinalOutcome, MessageState, RecipientState};
 
 const MAGIC: &[u8; 16] = b"POSTERN-SPOOL/1 ";
@@ -129,6 +133,7 @@ struct Inner {
     dirsync: DirSync,
     sink: Mutex<Option<mpsc::UnboundedSender<SpooledMessage>>>,
     full_at: Mutex<Option<Instant>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Inner {
@@ -186,6 +191,11 @@ impl Spool {
     /// The spool directory.
     pub fn path(&self) -> &Path {
         &self.inner.root
+    }
+
+    /// The relay's metrics (one set per spool, so per relay).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.inner.metrics
     }
 
     /// Starts receiving a message. Cheap: nothing touches the disk until the message outgrows
@@ -293,6 +303,7 @@ impl Spool {
             Ok(())
         })
         .await??;
+        self.inner.metrics.unspooled(id);
         self.inner.dirsync.sync().await
     }
 
@@ -490,8 +501,15 @@ fn open_blocking(cfg: &SpoolConfig) -> Result<(Spool, Recovered), SpoolError> {
             dirsync,
             sink: Mutex::new(None),
             full_at: Mutex::new(None),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         }),
     };
+    for m in &recovered.messages {
+        let msg = &m.message;
+        spool
+            .metrics()
+            .recovered(msg.id(), msg.envelope().received_at);
+    }
     Ok((spool, recovered))
 }
 
@@ -702,6 +720,9 @@ impl Incoming {
             return Err(e);
         }
         self.finished = true;
+        self.spool
+            .metrics
+            .spooled(&self.id, self.envelope.received_at);
         let msg = SpooledMessage(Arc::new(MsgInner {
             id: self.id.clone(),
             envelope: self.envelope.clone(),

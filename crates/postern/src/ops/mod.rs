@@ -1,0 +1,48 @@
+//! The administrator's commands behind `relay queue`, `relay doctor`, `relay login` and
+//! `relay send`, as library functions that write their report to any [`std::io::Write`]
+//! (the binary passes stdout; tests pass a `Vec<u8>`).
+//!
+//! - [`queue`]: list, show, retry, delete and bounce spooled messages, through the running
+//!   relay's admin API or, when no relay runs, on the spool directly under its lock.
+//! - [`doctor`]: one line per check (pass / warn / fail, with a remedy).
+//! - [`send`]: a test message through a configured route, with a redacted transcript.
+
+pub mod client;
+pub mod doctor;
+pub mod queue;
+use std::net::SocketAddr;
+
+use crate::config::ConfigError;
+use crate::spool::SpoolError;
+
+/// What can go wrong in an administrator command.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpsError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The spool could not be read or changed.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// The relay's admin API failed or refused the request.
+    #[error("admin API at {addr}: {message}")]
+    Admin {
+        /// Where it was asked.
+        addr: SocketAddr,
+        /// What it said.
+        message: String,
+    },
+    /// No message with that id is queued.
+    #[error("no message {0} in the queue")]
+    NotFound(String),
+    /// The command cannot run as asked; the message says what to do instead.
+    #[error("{0}")]
+    Refused(String),
+    /// A token could not be obtained.
+    #[error("{0}")]
+    Token(String),
+    /// The report could not be written.
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
