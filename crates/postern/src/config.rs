@@ -84,6 +84,9 @@ pub struct Config {
     /// The admin HTTP listener (metrics, health, queue API); off when absent.
     #[serde(default)]
     pub admin: Option<crate::admin::AdminConfig>,
+    /// OAuth sending identities (`[identities.<name>]`) for XOAUTH2 routes.
+    #[serde(default)]
+    pub identities: BTreeMap<String, crate::identity::IdentityConfig>,
 }
 
 /// A configuration error, with where it is.
@@ -290,7 +293,17 @@ impl Config {
                         return Err((format!("routes.{name}.dir"), "must not be empty".into()));
                     }
                 }
+                other => {
+                    if let Some((kind, smtp)) = other.smtp() {
+                        smtp.validate(kind, &self.identities)
+                            .map_err(|(k, m)| (format!("routes.{name}.{k}"), m))?;
+                    }
+                }
             }
+        }
+        for (name, id) in &self.identities {
+            id.validate()
+                .map_err(|(k, m)| (format!("identities.{name}.{k}"), m))?;
         }
         if self.spool.path.as_os_str().is_empty() {
             return Err(("spool.path".into(), "must not be empty".into()));
@@ -302,7 +315,10 @@ impl Config {
     pub fn local_dirs(&self) -> Vec<PathBuf> {
         self.routes
             .values()
-            .map(|RouteConfig::Local { dir, .. }| dir.clone())
+            .filter_map(|r| match r {
+                RouteConfig::Local { dir, .. } => Some(dir.clone()),
+                _ => None,
+            })
             .collect()
     }
 }

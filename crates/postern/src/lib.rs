@@ -10,6 +10,7 @@
 //! - [`router`]: rules that choose a route list per recipient.
 //! - [`delivery`]: the [`delivery::Transport`] seam and the local sink.
 //! - [`config`]: the TOML configuration.
+//! - [`identity`]: OAuth sending identities (XOAUTH2 tokens) on one shared token cache.
 //! - [`relay`]: everything started and stopped as one ([`Relay::start`]).
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -17,6 +18,7 @@
 pub mod admin;
 pub mod config;
 pub mod delivery;
+pub mod identity;
 pub mod inbound;
 pub mod metrics;
 pub mod ops;

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
-use crate::delivery::{LocalSink, Transport};
+use crate::delivery::smtp::SmtpKind;
+use crate::delivery::{LocalSink, SmtpTransport, Transport};
+use crate::identity::Identities;
 use crate::inbound::{self, InboundContext, RelayPolicy, Server, TlsReloader};
 use crate::queue::{self, QueueHandle, Transports};
 use crate::router::{RouteConfig, Router};
@@ -75,29 +77,59 @@ impl Relay {
         }
         tracing::info!(path = %spool.path().display(), recovered = recovered.messages.len(), "spool open");
         let spool = Arc::new(spool);
-        let router =
+        let mut router =
             Router::new(&config.rules, &config.default_routes).map_err(|(i, m)| ConfigError {
                 origin: "configuration".into(),
                 line: None,
                 key: Some(format!("rules[{i}].client_network")),
                 message: m,
             })?;
+        let identities = Identities::from_config(&config.identities).map_err(|e| ConfigError {
+            origin: "configuration".into(),
+            line: None,
+            key: Some(format!("identities.{}", e.name)),
+            message: e.message,
+        })?;
         let mut transports: Transports = BTreeMap::new();
         for (name, route) in &config.routes {
             let t: Arc<dyn Transport> = match route {
                 RouteConfig::Local { dir, format } => {
                     Arc::new(LocalSink::new(dir.clone(), *format))
                 }
+                other => {
+                    let Some((kind, smtp)) = other.smtp() else {
+                        continue;
+                    };
+                    if kind == SmtpKind::DirectSend {
+                        router.restrict_route(name, smtp.accepted_domains());
+                    }
+                    let t = SmtpTransport::build(
+                        name,
+                        kind,
+                        smtp,
+                        &identities,
+                        &config.identities,
+                        &config.hostname,
+                    )
+                    .map_err(|e| ConfigError {
+                        origin: "configuration".into(),
+                        line: None,
+                        key: Some(format!("routes.{name}")),
+                        message: e.message,
+                    })?;
+                    Arc::new(t)
+                }
             };
             transports.insert(Arc::from(name.as_str()), t);
         }
+        let router = Arc::new(router);
         let mut qcfg = config.queue.clone();
         qcfg.hostname.clone_from(&config.hostname);
         // The queue subscribes to the spool before the first session can commit.
         let queue = queue::start(
             Arc::clone(&spool),
             recovered.messages,
-            Arc::new(router),
+            Arc::clone(&router),
             transports,
             qcfg,
         );
@@ -105,7 +137,8 @@ impl Relay {
         let policy = RelayPolicy::from_config(&config.policy, &config.accounts)?;
         let ctx = InboundContext::new(Arc::clone(&spool), policy)
             .with_limits(config.limits.clone())
-            .with_hostname(config.hostname.clone());
+            .with_hostname(config.hostname.clone())
+            .with_router(router);
         let server = match Server::bind(&config.listeners, ctx) {
             Ok(s) => s,
             Err(e) => {

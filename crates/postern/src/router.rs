@@ -14,6 +14,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::delivery::LocalFormat;
+use crate::delivery::smtp::{SmtpKind, SmtpRouteConfig};
 use crate::spool::Envelope;
 
 /// One named route (a `[routes.<name>]` table). `type` selects the variant.
@@ -29,6 +30,33 @@ pub enum RouteConfig {
         #[serde(default)]
         format: LocalFormat,
     },
+    /// `type = "smtp"`: any SMTP smart host.
+    Smtp(SmtpRouteConfig),
+    /// `type = "client_submission"`: Exchange Online SMTP AUTH (`smtp.office365.com:587`).
+    ClientSubmission(SmtpRouteConfig),
+    /// `type = "hve"`: High Volume Email (`smtp.hve.mx.microsoft:587`).
+    Hve(SmtpRouteConfig),
+    /// `type = "acs"`: Azure Communication Services (`smtp.azurecomm.net:587`).
+    Acs(SmtpRouteConfig),
+    /// `type = "connector"`: the tenant MX through an inbound connector.
+    Connector(SmtpRouteConfig),
+    /// `type = "direct_send"`: the tenant MX, the tenant's accepted domains only.
+    DirectSend(SmtpRouteConfig),
+}
+
+impl RouteConfig {
+    /// The SMTP route kind and table, for the SMTP-based types.
+    pub fn smtp(&self) -> Option<(SmtpKind, &SmtpRouteConfig)> {
+        match self {
+            Self::Local { .. } => None,
+            Self::Smtp(c) => Some((SmtpKind::Smtp, c)),
+            Self::ClientSubmission(c) => Some((SmtpKind::ClientSubmission, c)),
+            Self::Hve(c) => Some((SmtpKind::Hve, c)),
+            Self::Acs(c) => Some((SmtpKind::Acs, c)),
+            Self::Connector(c) => Some((SmtpKind::Connector, c)),
+            Self::DirectSend(c) => Some((SmtpKind::DirectSend, c)),
+        }
+    }
 }
 
 /// One rule (a `[[rules]]` entry).
@@ -76,6 +104,8 @@ struct Rule {
 pub struct Router {
     rules: Vec<Rule>,
     default: Vec<Arc<str>>,
+    /// Routes that take only some recipient domains (Direct Send), by route name.
+    restricted: BTreeMap<Arc<str>, Vec<String>>,
 }
 
 impl Router {
@@ -104,7 +134,39 @@ impl Router {
         Ok(Self {
             rules: out,
             default: default.iter().map(|s| Arc::from(s.as_str())).collect(),
+            restricted: BTreeMap::new(),
         })
+    }
+
+    /// Restricts route `route` to recipients in `domains` (Direct Send: the tenant's
+    /// accepted domains); see [`Router::check_recipient`].
+    pub fn restrict_route(&mut self, route: &str, domains: Vec<String>) {
+        let domains = domains.into_iter().map(|d| d.to_ascii_lowercase()).collect();
+        self.restricted.insert(Arc::from(route), domains);
+    }
+
+    /// Whether recipient `rcpt` of `env` (the envelope so far, this recipient included)
+    /// can be routed at all; the inbound session calls it at `RCPT` time and refuses with
+    /// `550 5.7.1` and the sentence returned.
+    pub fn check_recipient(&self, env: &Envelope, rcpt: usize) -> Result<(), String> {
+        let Some(route) = self.routes_for(env, rcpt).first() else {
+            return Ok(());
+        };
+        let Some(domains) = self.restricted.get(route) else {
+            return Ok(());
+        };
+        let addr = env.recipients[rcpt].address.to_ascii_lowercase();
+        let domain = addr.rsplit_once('@').map_or("", |(_, d)| d);
+        if domains.iter().any(|d| d == domain) {
+            Ok(())
+        } else {
+            Err(format!(
+                "Direct Send only reaches the tenant's own domains ({}); <{}> is outside them, \
+                 so this relay cannot deliver it",
+                domains.join(", "),
+                env.recipients[rcpt].address
+            ))
+        }
     }
 
     /// The route list for recipient `rcpt` of `env` (empty: no route).

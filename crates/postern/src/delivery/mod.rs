@@ -8,6 +8,8 @@
 
 mod bounce;
 mod local;
+pub mod rewrite;
+pub mod smtp;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +17,7 @@ use std::time::Duration;
 
 pub use self::bounce::build_bounce;
 pub use self::local::{LocalFormat, LocalSink};
+pub use self::smtp::SmtpTransport;
 use crate::spool::SpooledMessage;
 
 /// The future a [`Transport`] returns.

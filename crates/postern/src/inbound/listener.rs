@@ -18,6 +18,7 @@ use super::policy::RelayPolicy;
 use super::proxy::{self, ProxyError, ProxyHeader};
 use super::session::{self, SessionParams};
 use super::tls::{self, ReloadableTls};
+use crate::router::Router;
 use crate::spool::Spool;
 
 /// What listeners share: the spool, the relay policy, limits and the host name.
@@ -33,6 +34,9 @@ pub struct InboundContext {
     /// Host name for banners and `Received:` when a listener sets none.
     /// Default: the machine's host name, else `"localhost"`.
     pub hostname: String,
+    /// The router, asked at `RCPT` whether a recipient can be routed at all
+    /// ([`Router::check_recipient`]: Direct Send refuses external recipients). Default none.
+    pub router: Option<Arc<Router>>,
 }
 
 impl InboundContext {
@@ -43,7 +47,15 @@ impl InboundContext {
             policy,
             limits: LimitsConfig::default(),
             hostname: system_hostname(),
+            router: None,
         }
+    }
+
+    /// Checks recipients with `router` at `RCPT` time.
+    #[must_use]
+    pub fn with_router(mut self, router: Arc<Router>) -> Self {
+        self.router = Some(router);
+        self
     }
 
     /// Replaces the limits.

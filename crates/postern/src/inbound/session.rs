@@ -905,6 +905,22 @@ where
                 .map(|n| crate::spool::Notify::new(n.success, n.failure, n.delay));
             recipient.orcpt = rcpt.orcpt.map(|o| format!("{};{}", o.addr_type, o.addr));
             tx.recipients.push(recipient);
+            if let Some(router) = &params.shared.ctx.router {
+                // Routes that cannot take this recipient (Direct Send to an external
+                // domain) refuse it now, not hours later in a bounce.
+                let env = match &state.transaction {
+                    Some(tx) => envelope_for(params, state, tx),
+                    None => return Flow::Continue,
+                };
+                if let Err(why) = router.check_recipient(&env, env.recipients.len() - 1) {
+                    if let Some(tx) = &mut state.transaction {
+                        tx.recipients.pop();
+                    }
+                    warn!(recipient = %printable(&why), "recipient refused by its route");
+                    conn.reply(550, "5.7.1", &why);
+                    return Flow::Continue;
+                }
+            }
             conn.reply(250, "2.1.5", "Ok");
             Flow::Continue
         }
