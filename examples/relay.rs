@@ -4,6 +4,7 @@
 //! cargo run -p postern-examples --example relay -- serve                      # built-in local default
 //! cargo run -p postern-examples --example relay -- serve --config relay.toml  # see relay.sample.toml
 //! cargo run -p postern-examples --example relay -- check-config --config relay.toml
+//! cargo run -p postern-examples --example relay -- queue list --config relay.toml    # or show ID, retry [ID], delete ID, bounce ID
 //! ```
 //!
 //! SIGTERM / SIGINT shut down cleanly (stop accepting, finish sessions, keep the spool);
@@ -49,6 +50,81 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Inspect and act on the queue (through the running relay's admin API, or on the spool
+    /// directly when no relay runs).
+    Queue {
+        /// The configuration file (default: the built-in configuration).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: QueueAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueAction {
+    /// A table of queued messages.
+    List,
+    /// One message in detail.
+    Show {
+        /// The queue id.
+        id: String,
+    },
+    /// Retry one message (or all) now, ignoring the backoff.
+    Retry {
+        /// The queue id (all messages when absent).
+        id: Option<String>,
+    },
+    /// Delete a message without notifying the sender.
+    Delete {
+        /// The queue id.
+        id: String,
+    },
+    /// Fail a message's pending recipients and send the sender a failure notice.
+    Bounce {
+        /// The queue id.
+        id: String,
+    },
+}
+
+fn queue_cmd(config: Option<&PathBuf>, action: QueueAction) -> ExitCode {
+    use postern::ops::queue;
+    let cfg = match load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let target = queue::QueueTarget::from_config(&cfg);
+    let mut out = std::io::stdout();
+    let now = std::time::SystemTime::now();
+    let r = rt.block_on(async {
+        match &action {
+            QueueAction::List => queue::list(&target, now, &mut out).await,
+            QueueAction::Show { id } => queue::show(&target, id, now, &mut out).await,
+            QueueAction::Retry { id } => queue::retry(&target, id.as_deref(), &mut out).await,
+            QueueAction::Delete { id } => queue::delete(&target, id, &mut out).await,
+            QueueAction::Bounce { id } => queue::bounce(&target, id, &mut out).await,
+        }
+    });
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, postern::config::ConfigError> {
@@ -68,6 +144,7 @@ fn main() -> ExitCode {
         LogFormat::Json => builder.json().init(),
     }
     match cli.command {
+        Command::Queue { config, action } => queue_cmd(config.as_ref(), action),
         Command::CheckConfig { config } => match load(config.as_ref()) {
             Ok(_) => {
                 println!("configuration is valid");

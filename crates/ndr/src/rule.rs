@@ -161,10 +161,11 @@ impl Rule {
         let enh = self.enhanced.map(|(s, lo, hi)| {
             enhanced.is_some_and(|e| e.subject == s && (lo..=hi).contains(&e.detail))
         });
-        let text = (!self.text.is_empty()).then(|| contains_any(lower, self.text));
+        // The text search is the expensive part: only run it when it can change the answer.
+        let text = || self.text.is_empty() || contains_any(lower, self.text);
         match self.join {
-            Join::And => enh.unwrap_or(true) && text.unwrap_or(true),
-            Join::Or => enh.unwrap_or(false) || text.unwrap_or(false),
+            Join::And => enh.unwrap_or(true) && text(),
+            Join::Or => enh.unwrap_or(false) || (!self.text.is_empty() && text()),
         }
     }
 
