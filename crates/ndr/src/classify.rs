@@ -119,6 +119,18 @@ pub fn classify_view(reply: &ReplyView<'_>) -> Classification {
     classify(reply.code, reply.enhanced, &reply.text)
 }
 
+/// Classifies a reply decoded by `postern-smtp` (what the engine holds after each command).
+///
+/// ```
+/// let (reply, _) = postern_smtp::Reply::decode(b"432 4.3.2 Concurrent connections limit exceeded.\r\n").unwrap();
+/// let c = postern_ndr::classify_reply(&reply);
+/// assert_eq!(c.category, postern_ndr::Category::Throttled);
+/// assert!(c.retry);
+/// ```
+pub fn classify_reply(reply: &postern_smtp::Reply<'_>) -> Classification {
+    classify_view(&ReplyView::from(reply))
+}
+
 /// Classifies a bare enhanced status code with optional text, as found in a DSN's `Status:`
 /// field when no SMTP diagnostic is available. The basic code is synthesised from the class
 /// (`2.x.x` → 250, `4.x.x` → 450, `5.x.x` → 550).

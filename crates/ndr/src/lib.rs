@@ -134,7 +134,8 @@ mod rule;
 
 pub use category::{Category, Class, Scope};
 pub use classify::{
-    Classification, Disposition, MAX_CLASSIFIED_TEXT, classify, classify_status, classify_view,
+    Classification, Disposition, MAX_CLASSIFIED_TEXT, classify, classify_reply, classify_status,
+    classify_view,
 };
 pub use dsn::{
     Action, BuiltDsn, DEFAULT_FULL_RETURN_CAP, DeliveryReport, DsnBuilder, MAX_DSN_LENGTH,

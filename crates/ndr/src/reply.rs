@@ -114,6 +114,30 @@ impl<'a> ReplyView<'a> {
     }
 }
 
+impl<'a> From<&'a postern_smtp::Reply<'_>> for ReplyView<'a> {
+    /// A view of a reply decoded by `postern-smtp`: its lines joined by single spaces, an
+    /// enhanced code repeated at the start of later lines dropped.
+    fn from(reply: &'a postern_smtp::Reply<'_>) -> Self {
+        let enhanced = reply.enhanced();
+        let text = match reply.lines() {
+            [one] => Cow::Borrowed(strip_enhanced(one, enhanced)),
+            lines => Cow::Owned(
+                lines
+                    .iter()
+                    .map(|l| strip_enhanced(l, enhanced))
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+        };
+        Self {
+            code: reply.code(),
+            enhanced,
+            text,
+        }
+    }
+}
+
 /// Removes a DSN `smtp;` type prefix or Exchange's `#< #X.Y.Z smtp;…> #SMTP#` wrapper.
 fn unwrap_diagnostic(s: &str) -> &str {
     let mut s = s;
@@ -251,6 +275,23 @@ mod tests {
             ReplyView::parse(&long),
             Err(NdrError::TooLong { .. })
         ));
+    }
+
+    #[test]
+    fn from_smtp_reply() {
+        let bytes = b"550-5.1.1 The email account does not exist.\r\n550-5.1.1 Please try\r\n550 5.1.1 double-checking\r\n";
+        let (reply, _) = postern_smtp::Reply::decode(bytes).unwrap();
+        let view = ReplyView::from(&reply);
+        assert_eq!(view.code.get(), 550);
+        assert_eq!(view.enhanced.unwrap().to_string(), "5.1.1");
+        assert_eq!(
+            view.text,
+            "The email account does not exist. Please try double-checking"
+        );
+        assert_eq!(
+            crate::classify_reply(&reply).category,
+            crate::Category::RecipientUnknown
+        );
     }
 
     #[test]
