@@ -5,13 +5,12 @@ use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use nom::Parser;
-use nom::bytes::complete::{tag_no_case, take_while1};
+use nom::bytes::complete::tag_no_case;
 use nom::character::complete::char;
-use nom::combinator::{opt, recognize};
 use nom::multi::separated_list1;
 
 use crate::error::{DecodeError, InvalidKind};
-use crate::grammar::{Cx, PResult, fail, reason};
+use crate::grammar::{ATEXT, CLASS, Cx, LDH, PResult, fail, reason};
 use crate::line::ParseOptions;
 
 /// Longest local part in strict mode (RFC 5321 §4.5.3.1.1).
@@ -283,24 +282,36 @@ impl<'a> From<Mailbox<'a>> for Path<'a> {
 // ---------------------------------------------------------------------------------------------
 // Grammar.
 
-fn is_atext(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
-}
-
-fn is_domain_char(c: char, lenient: bool) -> bool {
-    c.is_ascii_alphanumeric() || c == '-' || c == '.' || (lenient && c == '_') || !c.is_ascii()
-}
-
 /// Dot-string or quoted-string, returned in wire form.
 pub(crate) fn local_part(i: &str, cx: Cx) -> PResult<'_, &str> {
     if i.starts_with('"') {
         return quoted_string(i);
     }
-    if cx.lenient {
-        // Real devices send `john..doe` or `.x`; Postfix accepts them outside strict mode.
-        return take_while1(|c| is_atext(c) || c == '.').parse(i);
+    // One byte-level pass (ASCII stops keep char boundaries): atext runs separated by dots.
+    let bytes = i.as_bytes();
+    let mut end = 0;
+    let mut prev_dot = true;
+    let mut bad_dots = false;
+    while end < bytes.len() {
+        let b = bytes[end];
+        if b == b'.' {
+            bad_dots |= prev_dot;
+            prev_dot = true;
+        } else if CLASS[usize::from(b)] & ATEXT != 0 {
+            prev_dot = false;
+        } else {
+            break;
+        }
+        end += 1;
     }
-    recognize(separated_list1(char('.'), take_while1(is_atext))).parse(i)
+    if end == 0 {
+        return fail("empty local part");
+    }
+    // Real devices send `john..doe` or `.x`; Postfix accepts them outside strict mode.
+    if !cx.lenient && (bad_dots || prev_dot) {
+        return fail("bad dot-string local part");
+    }
+    Ok((&i[end..], &i[..end]))
 }
 
 fn quoted_string(i: &str) -> PResult<'_, &str> {
@@ -325,24 +336,41 @@ pub(crate) fn domain(i: &str, cx: Cx) -> PResult<'_, Domain<'_>> {
     if i.starts_with('[') {
         return address_literal(i);
     }
-    let (rest, name) = take_while1(|c| is_domain_char(c, cx.lenient)).parse(i)?;
-    check_name(name, cx)?;
-    Ok((rest, Domain::Name(Cow::Borrowed(name))))
-}
-
-fn check_name(name: &str, cx: Cx) -> Result<(), nom::Err<crate::grammar::PErr>> {
-    if !cx.lenient && name.len() > MAX_DOMAIN {
-        return fail("domain longer than 255 octets");
-    }
-    for label in name.split('.') {
-        if label.is_empty() {
-            return fail("empty domain label");
+    // One byte-level pass validating labels as it goes.
+    let bytes = i.as_bytes();
+    let mut end = 0;
+    let mut label_start = 0;
+    let mut prev = b'.';
+    while end < bytes.len() {
+        let b = bytes[end];
+        if b == b'.' {
+            if end == label_start {
+                return fail("empty domain label");
+            }
+            if !cx.lenient && (prev == b'-' || end - label_start > 63) {
+                return fail("bad domain label");
+            }
+            label_start = end + 1;
+        } else if CLASS[usize::from(b)] & LDH != 0 {
+            if b == b'-' && !cx.lenient && end == label_start {
+                return fail("bad domain label");
+            }
+        } else if !(cx.lenient && b == b'_') {
+            break;
         }
-        if !cx.lenient && (label.starts_with('-') || label.ends_with('-') || label.len() > 63) {
-            return fail("bad domain label");
-        }
+        prev = b;
+        end += 1;
     }
-    Ok(())
+    if end == 0 {
+        return fail("empty domain");
+    }
+    if end == label_start {
+        return fail("empty domain label");
+    }
+    if !cx.lenient && (prev == b'-' || end - label_start > 63 || end > MAX_DOMAIN) {
+        return fail("bad domain label");
+    }
+    Ok((&i[end..], Domain::Name(Cow::Borrowed(&i[..end]))))
 }
 
 fn is_dcontent(c: char) -> bool {
@@ -436,7 +464,11 @@ pub(crate) fn path(i: &str, cx: Cx, kind: PathKind) -> PResult<'_, Path<'_>> {
             PathKind::Forward => fail("empty forward-path"),
         };
     }
-    let (after, _) = opt(|i| source_route(i, cx)).parse(after)?;
+    let after = if after.starts_with('@') {
+        source_route(after, cx)?.0
+    } else {
+        after
+    };
     if kind == PathKind::Forward {
         let pm: PResult<'_, &str> = tag_no_case("postmaster>").parse(after);
         if let Ok((rest, _)) = pm {

@@ -223,6 +223,41 @@ mod tests {
         assert!(!c.pipelining && c.size.is_none());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn encode_then_from_ehlo_is_identity(
+            flags in proptest::collection::vec(proptest::bool::ANY, 9),
+            size in proptest::option::of(0u64..u64::MAX),
+            auth in proptest::collection::vec("[A-Z][A-Z0-9_-]{0,10}", 0..4),
+            other in proptest::collection::vec(("X-[A-Z0-9]{1,8}", proptest::collection::vec("[!-~]{1,8}", 0..3)), 0..3),
+        ) {
+            let mut auth_dedup: Vec<String> = Vec::new();
+            for a in auth {
+                if !auth_dedup.contains(&a) {
+                    auth_dedup.push(a);
+                }
+            }
+            let c = Capabilities {
+                domain: "relay.example".into(),
+                greeting: "hi there".into(),
+                size,
+                auth: auth_dedup,
+                starttls: flags[0],
+                pipelining: flags[1],
+                eightbitmime: flags[2],
+                smtputf8: flags[3],
+                chunking: flags[4],
+                binarymime: flags[5],
+                dsn: flags[6],
+                enhancedstatuscodes: flags[7],
+                other,
+            };
+            let wire = c.encode_ehlo("relay.example", "hi there").to_bytes();
+            let back = caps(&wire);
+            proptest::prop_assert_eq!(back, c);
+        }
+    }
+
     #[test]
     fn round_trip() {
         let c = Capabilities {

@@ -5,7 +5,7 @@ use std::fmt;
 
 use crate::address::{Domain, Path, PathKind, domain, path};
 use crate::error::{DecodeError, InvalidKind};
-use crate::grammar::{Cx, reason};
+use crate::grammar::{CLASS, CTL, Cx, reason};
 use crate::line::{ParseOptions, read_line};
 use crate::xtext;
 
@@ -490,10 +490,10 @@ impl<'a> Command<'a> {
         let invalid = |kind| DecodeError::Invalid { consumed, kind };
         let line = std::str::from_utf8(line)
             .map_err(|_| invalid(InvalidKind::Syntax("command line is not UTF-8")))?;
-        let tab_ok = opts.lenient;
-        if line
-            .bytes()
-            .any(|b| (b < b' ' && !(tab_ok && b == b'\t')) || b == 0x7f)
+        if has_control(line.as_bytes())
+            && line
+                .bytes()
+                .any(|b| (b < b' ' && !(opts.lenient && b == b'\t')) || b == 0x7f)
         {
             return Err(invalid(InvalidKind::Syntax("control character in command")));
         }
@@ -605,6 +605,25 @@ impl fmt::Display for Command<'_> {
 // ---------------------------------------------------------------------------------------------
 // Line grammar.
 
+const V_MAIL: u32 = u32::from_be_bytes(*b"MAIL");
+const V_RCPT: u32 = u32::from_be_bytes(*b"RCPT");
+const V_HELO: u32 = u32::from_be_bytes(*b"HELO");
+const V_EHLO: u32 = u32::from_be_bytes(*b"EHLO");
+const V_DATA: u32 = u32::from_be_bytes(*b"DATA");
+const V_BDAT: u32 = u32::from_be_bytes(*b"BDAT");
+const V_RSET: u32 = u32::from_be_bytes(*b"RSET");
+const V_QUIT: u32 = u32::from_be_bytes(*b"QUIT");
+const V_VRFY: u32 = u32::from_be_bytes(*b"VRFY");
+const V_EXPN: u32 = u32::from_be_bytes(*b"EXPN");
+const V_HELP: u32 = u32::from_be_bytes(*b"HELP");
+const V_NOOP: u32 = u32::from_be_bytes(*b"NOOP");
+const V_AUTH: u32 = u32::from_be_bytes(*b"AUTH");
+
+/// Whether `b` holds an ASCII control character (branch-free per 16-byte block).
+fn has_control(b: &[u8]) -> bool {
+    b.iter().fold(0u8, |m, &x| m | CLASS[usize::from(x)]) & CTL != 0
+}
+
 fn parse_line<'a>(line: &'a str, opts: &ParseOptions) -> Result<Command<'a>, InvalidKind> {
     let cx = Cx {
         lenient: opts.lenient,
@@ -614,7 +633,7 @@ fn parse_line<'a>(line: &'a str, opts: &ParseOptions) -> Result<Command<'a>, Inv
     } else {
         line
     };
-    let (verb, args) = match line.find(' ') {
+    let (verb, args) = match line.bytes().position(|b| b == b' ') {
         Some(at) => (&line[..at], Some(&line[at + 1..])),
         None => (line, None),
     };
@@ -629,38 +648,34 @@ fn parse_line<'a>(line: &'a str, opts: &ParseOptions) -> Result<Command<'a>, Inv
     };
     if verb.len() == 4 {
         let v = verb.as_bytes();
-        let upper = [
-            v[0].to_ascii_uppercase(),
-            v[1].to_ascii_uppercase(),
-            v[2].to_ascii_uppercase(),
-            v[3].to_ascii_uppercase(),
-        ];
-        return match &upper {
-            b"MAIL" => parse_mail(args, opts, cx),
-            b"RCPT" => parse_rcpt(args, opts, cx),
-            b"HELO" => parse_hello(args, opts, cx).map(|domain| Command::Helo { domain }),
-            b"EHLO" => parse_hello(args, opts, cx).map(|domain| Command::Ehlo { domain }),
-            b"DATA" => no_args(Command::Data),
-            b"BDAT" => parse_bdat(args),
-            b"RSET" => no_args(Command::Rset),
-            b"QUIT" => no_args(Command::Quit),
-            b"VRFY" => args
+        // Upper-case four ASCII letters at once and match the verb as one integer.
+        let upper = u32::from_be_bytes([v[0], v[1], v[2], v[3]]) & !0x2020_2020;
+        return match upper {
+            V_MAIL => parse_mail(args, opts, cx),
+            V_RCPT => parse_rcpt(args, opts, cx),
+            V_HELO => parse_hello(args, opts, cx).map(|domain| Command::Helo { domain }),
+            V_EHLO => parse_hello(args, opts, cx).map(|domain| Command::Ehlo { domain }),
+            V_DATA => no_args(Command::Data),
+            V_BDAT => parse_bdat(args),
+            V_RSET => no_args(Command::Rset),
+            V_QUIT => no_args(Command::Quit),
+            V_VRFY => args
                 .map(|a| Command::Vrfy {
                     target: Cow::Borrowed(a),
                 })
                 .ok_or(InvalidKind::BadArgument("VRFY needs an argument")),
-            b"EXPN" => args
+            V_EXPN => args
                 .map(|a| Command::Expn {
                     list: Cow::Borrowed(a),
                 })
                 .ok_or(InvalidKind::BadArgument("EXPN needs an argument")),
-            b"HELP" => Ok(Command::Help {
+            V_HELP => Ok(Command::Help {
                 topic: args.map(Cow::Borrowed),
             }),
-            b"NOOP" => Ok(Command::Noop {
+            V_NOOP => Ok(Command::Noop {
                 text: args.map(Cow::Borrowed),
             }),
-            b"AUTH" => parse_auth(args),
+            V_AUTH => parse_auth(args),
             _ => Err(InvalidKind::UnknownCommand),
         };
     }
@@ -711,43 +726,71 @@ fn strip_keyword<'a>(args: Option<&'a str>, kw: &str, cx: Cx) -> Option<&'a str>
     })
 }
 
-/// Splits the text after a path into parameters.
-fn params(rest: &str, cx: Cx) -> Result<Vec<(&str, Option<&str>)>, InvalidKind> {
-    let mut out = Vec::new();
+/// Splits the text after a path into parameters, without allocating.
+fn params(rest: &str, cx: Cx) -> Result<ParamIter<'_>, InvalidKind> {
     if rest.is_empty() {
-        return Ok(out);
+        return Ok(ParamIter { words: None, cx });
     }
     let Some(rest) = rest.strip_prefix(' ') else {
         return Err(InvalidKind::BadArgument(
             "expected a space before parameters",
         ));
     };
-    for word in rest.split(' ') {
-        if word.is_empty() {
-            if cx.lenient {
-                continue;
+    Ok(ParamIter {
+        words: Some(rest),
+        cx,
+    })
+}
+
+/// `keyword[=value]` words of a MAIL/RCPT line.
+struct ParamIter<'a> {
+    words: Option<&'a str>,
+    cx: Cx,
+}
+
+impl<'a> Iterator for ParamIter<'a> {
+    type Item = Result<(&'a str, Option<&'a str>), InvalidKind>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let rest = self.words?;
+            // One pass over the word: find its end and its first `=`.
+            let bytes = rest.as_bytes();
+            let mut eq = None;
+            let mut end = 0;
+            while end < bytes.len() && bytes[end] != b' ' {
+                if bytes[end] == b'=' && eq.is_none() {
+                    eq = Some(end);
+                }
+                end += 1;
             }
-            return Err(InvalidKind::BadArgument("empty parameter"));
+            self.words = (end < bytes.len()).then(|| &rest[end + 1..]);
+            let word = &rest[..end];
+            if word.is_empty() {
+                if self.cx.lenient {
+                    continue;
+                }
+                return Some(Err(InvalidKind::BadArgument("empty parameter")));
+            }
+            let (k, v) = match eq {
+                Some(at) => (&word[..at], Some(&word[at + 1..])),
+                None => (word, None),
+            };
+            let kb = k.as_bytes();
+            if kb.is_empty()
+                || !kb[0].is_ascii_alphanumeric()
+                || !kb.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+            {
+                return Some(Err(InvalidKind::BadArgument("bad parameter keyword")));
+            }
+            if let Some(v) = v
+                && (v.is_empty() || v.bytes().any(|b| b == b'=' || b < b'!' || b == 0x7f))
+            {
+                return Some(Err(InvalidKind::BadParameter(k.to_owned())));
+            }
+            return Some(Ok((k, v)));
         }
-        let (k, v) = match word.split_once('=') {
-            Some((k, v)) => (k, Some(v)),
-            None => (word, None),
-        };
-        let kb = k.as_bytes();
-        if kb.is_empty()
-            || !kb[0].is_ascii_alphanumeric()
-            || !kb.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
-        {
-            return Err(InvalidKind::BadArgument("bad parameter keyword"));
-        }
-        if let Some(v) = v
-            && (v.is_empty() || v.contains('='))
-        {
-            return Err(InvalidKind::BadParameter(k.to_owned()));
-        }
-        out.push((k, v));
     }
-    Ok(out)
 }
 
 fn ascii_check<'a>(p: Path<'a>, opts: &ParseOptions) -> Result<Path<'a>, InvalidKind> {
@@ -769,7 +812,8 @@ fn parse_mail<'a>(
         path(rest, cx, PathKind::Reverse).map_err(|e| InvalidKind::BadReversePath(reason(e)))?;
     let from = ascii_check(from, opts)?;
     let mut p = MailParams::default();
-    for (k, v) in params(rest, cx)? {
+    for param in params(rest, cx)? {
+        let (k, v) = param?;
         let dup = || InvalidKind::DuplicateParameter(k.to_owned());
         let bad = || InvalidKind::BadParameter(k.to_owned());
         if k.eq_ignore_ascii_case("SIZE") {
@@ -866,7 +910,8 @@ fn parse_rcpt<'a>(
         path(rest, cx, PathKind::Forward).map_err(|e| InvalidKind::BadForwardPath(reason(e)))?;
     let to = ascii_check(to, opts)?;
     let mut p = RcptParams::default();
-    for (k, v) in params(rest, cx)? {
+    for param in params(rest, cx)? {
+        let (k, v) = param?;
         let dup = || InvalidKind::DuplicateParameter(k.to_owned());
         let bad = || InvalidKind::BadParameter(k.to_owned());
         if k.eq_ignore_ascii_case("NOTIFY") {

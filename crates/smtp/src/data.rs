@@ -164,24 +164,36 @@ impl DataDecoder {
         while i < n {
             match self.state {
                 St::Done => break,
-                St::Text => match memchr2(b'\r', b'\n', &input[i..]) {
-                    None => {
+                St::Text => loop {
+                    let Some(p) = memchr2(b'\r', b'\n', &input[i..]) else {
                         self.add_line(n - i);
                         i = n;
+                        break;
+                    };
+                    self.add_line(p);
+                    i += p;
+                    // Fast path: CRLF followed by an ordinary byte starts an ordinary line,
+                    // which stays in the same output run.
+                    if input[i] == b'\r'
+                        && i + 2 < n
+                        && input[i + 1] == b'\n'
+                        && !matches!(input[i + 2], b'.' | b'\r' | b'\n')
+                    {
+                        i += 2;
+                        self.line_len = 0;
+                        self.after_bare = false;
+                        continue;
                     }
-                    Some(p) => {
-                        self.add_line(p);
-                        i += p;
-                        if input[i] == b'\r' {
-                            i += 1;
-                            self.state = St::Cr;
-                        } else {
-                            self.emit(out, &input[run..i]);
-                            self.bare(out, b"\r\n");
-                            i += 1;
-                            run = i;
-                        }
+                    if input[i] == b'\r' {
+                        i += 1;
+                        self.state = St::Cr;
+                    } else {
+                        self.emit(out, &input[run..i]);
+                        self.bare(out, b"\r\n");
+                        i += 1;
+                        run = i;
                     }
+                    break;
                 },
                 St::Cr => {
                     if input[i] == b'\n' {
@@ -289,6 +301,7 @@ impl DataDecoder {
         self.line_len = 0;
     }
 
+    #[inline]
     fn add_line(&mut self, n: usize) {
         self.line_len += n;
         if self.line_len > self.opts.max_line.saturating_sub(2) {
@@ -402,7 +415,10 @@ impl DataEncoder {
                 None => i = n,
                 Some(p) => {
                     i += p;
-                    if input[i] == b'\r' {
+                    if input[i] == b'\r' && input.get(i + 1) == Some(&b'\n') {
+                        i += 2;
+                        self.line_start = true;
+                    } else if input[i] == b'\r' {
                         i += 1;
                         self.pending_cr = true;
                     } else {

@@ -50,3 +50,54 @@ pub(crate) fn reason(e: nom::Err<PErr>) -> &'static str {
 pub(crate) struct Cx {
     pub(crate) lenient: bool,
 }
+
+/// Byte classes for the hot loops: one table lookup per byte.
+pub(crate) const ATEXT: u8 = 1;
+/// Letters, digits, `-` and non-ASCII (UTF-8) bytes: what a domain label holds.
+pub(crate) const LDH: u8 = 2;
+/// ASCII controls (0x00-0x1f, 0x7f).
+pub(crate) const CTL: u8 = 4;
+
+pub(crate) static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let mut c = 0;
+        if b.is_ascii_alphanumeric() || b >= 0x80 {
+            c |= ATEXT | LDH;
+        }
+        if b == b'-' {
+            c |= LDH;
+        }
+        if matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'/'
+                | b'='
+                | b'?'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'{'
+                | b'|'
+                | b'}'
+                | b'~'
+        ) {
+            c |= ATEXT;
+        }
+        if b < 0x20 || b == 0x7f {
+            c |= CTL;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+};

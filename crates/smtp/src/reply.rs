@@ -296,6 +296,7 @@ fn reply_line(line: &[u8]) -> Result<(ReplyCode, bool, &[u8]), ()> {
 mod tests {
     use super::*;
     use crate::status::StatusClass;
+    use proptest::prelude::*;
 
     #[test]
     fn single_line() {
@@ -368,6 +369,53 @@ mod tests {
     fn non_utf8_text_is_lossy() {
         let (r, _) = Reply::decode(b"250 caf\xe9\r\n").unwrap();
         assert_eq!(r.text(), "caf\u{fffd}");
+    }
+
+    fn enhanced_for(code: ReplyCode) -> impl Strategy<Value = Option<EnhancedCode>> {
+        let class = match code.severity() {
+            Severity::PositiveCompletion | Severity::PositiveIntermediate => StatusClass::Success,
+            Severity::TransientNegative => StatusClass::PersistentTransient,
+            Severity::PermanentNegative => StatusClass::Permanent,
+        };
+        prop::option::of((0u16..1000, 0u16..1000))
+            .prop_map(move |sd| sd.and_then(|(s, d)| EnhancedCode::new(class, s, d)))
+    }
+
+    fn reply() -> impl Strategy<Value = Reply<'static>> {
+        (200u16..560)
+            .prop_filter_map("valid code", ReplyCode::new)
+            .prop_flat_map(|code| {
+                (
+                    Just(code),
+                    enhanced_for(code),
+                    // Text that does not itself start like an enhanced code.
+                    prop::collection::vec("([A-Za-z\\[<(][ -~]{0,60})?", 1..5),
+                )
+            })
+            .prop_map(|(code, enhanced, lines)| {
+                Reply::with_lines(code, enhanced, lines.into_iter().map(Cow::Owned).collect())
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn format_then_parse_is_identity(r in reply()) {
+            let wire = r.to_bytes();
+            let (back, n) = Reply::decode(&wire).unwrap();
+            prop_assert_eq!(n, wire.len());
+            prop_assert_eq!(&back, &r);
+            let shown = r.to_string();
+            prop_assert_eq!(shown.as_bytes(), &wire[..]);
+        }
+
+        #[test]
+        fn decode_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            match Reply::decode(&bytes) {
+                Ok((_, n)) => prop_assert!(n <= bytes.len()),
+                Err(DecodeError::Invalid { consumed, .. }) => prop_assert!(consumed <= bytes.len()),
+                Err(_) => {}
+            }
+        }
     }
 
     #[test]
