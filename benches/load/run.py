@@ -6,18 +6,28 @@ loopback; every message is durable (fsync'ed) before its 250. For each workload 
 reports, for each relay, the median over repeated runs of:
 
 - accepted msgs/s   (messages / wall time of the smtp-source run)
-- end-to-end msgs/s (messages / time until smtp-sink has seen them all)
-- CPU ms per message (user + system CPU of the relay's processes, from /usr/bin/time)
-- peak RSS (largest resident set of any one relay process)
+- end-to-end msgs/s (messages / time from the first connection until smtp-sink has them all)
+- ms per message    (wall time of the smtp-source run / messages: the serial latency for w3)
+- CPU ms per message (user + system CPU of every process of the relay, read from /proc just
+  before it is stopped, so daemons Postfix has not reaped yet are counted too)
+- peak RSS          (largest resident set of any one relay process: VmHWM, and /usr/bin/time)
 
 plus smtp-source straight into smtp-sink as the ceiling of the path, and the ratios.
 
-Usage: benches/load/run.sh [--smoke] [--repeat N] [--only postern|postfix] [--workloads a,b]
+Two more measurements, Postern only unless said:
+
+- `--big`: one 150 MB message through each relay (Postern and Postfix): peak RSS, seconds.
+- `--idle [N]`: N idle connections (default 10,000) held open after the greeting
+  (benches/load/idle.py): the relay's VmRSS with them open, and VmHWM.
+
+Usage: benches/load/run.sh [--smoke] [--repeat N] [--only postern|postfix] [--workloads a,b|none]
+                           [--route smtp|local] [--big] [--idle [N]] [--relay-bin PATH]
 """
 
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -30,6 +40,8 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SBIN = "/usr/sbin"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BIG_SIZE = 150 * 1000 * 1000
 
 # name -> (sessions, messages, payload bytes, messages per session > 1?)
 WORKLOADS = {
@@ -45,7 +57,16 @@ WORKLOADS = {
 SMOKE = {
     "w1_20x10k_10KB": dict(sessions=4, messages=40, size=10 * 1024, reuse=False, what="smoke"),
     "w2_20x10k_10KB_reuse": dict(sessions=4, messages=40, size=10 * 1024, reuse=True, what="smoke"),
+    "w3_1x1k_serial": dict(sessions=1, messages=10, size=10 * 1024, reuse=False, what="smoke"),
 }
+
+
+def raise_nofile():
+    """Idle connections and 20 parallel sessions need file descriptors (children inherit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 def free_port():
@@ -104,8 +125,53 @@ class Sink:
         self.proc.wait()
 
 
+class Outbox:
+    """The local route's directory, standing in for the sink with `--route local`."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def count(self):
+        try:
+            return sum(1 for e in os.scandir(self.path) if e.name.endswith(".eml"))
+        except FileNotFoundError:
+            return 0
+
+    def wait_for(self, target, timeout):
+        deadline = time.monotonic() + timeout
+        while (n := self.count()) < target:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"outbox has {n} of {target} messages after {timeout}s")
+            time.sleep(0.02)
+        return time.monotonic()
+
+
+def session_usage(sid):
+    """CPU seconds used so far by every process of session `sid` (with the children each has
+    reaped), and the largest VmHWM among them, in bytes."""
+    cpu_ticks, hwm = 0, 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{pid}/stat").read()
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[3]) != sid:  # field 6 of stat: the session id
+                continue
+            cpu_ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+            for line in open(f"/proc/{pid}/status"):
+                if line.startswith("VmHWM:"):
+                    hwm = max(hwm, int(line.split()[1]) * 1024)
+        except (OSError, ValueError, IndexError):
+            continue
+    return cpu_ticks / CLK_TCK, hwm
+
+
 class Timed:
-    """A relay started under /usr/bin/time, so CPU and peak RSS cover all its processes."""
+    """A relay started in its own session under /usr/bin/time. CPU and peak RSS are read from
+    /proc for every process of the session just before the stop (Postfix's master does not
+    reap its daemons when it stops, so rusage alone would miss them), and /usr/bin/time's
+    peak RSS covers what ran and was reaped."""
 
     def __init__(self, argv, stop_argv=None, env=None, cwd=None):
         self.timefile = tempfile.NamedTemporaryFile(delete=False, suffix=".time").name
@@ -115,25 +181,39 @@ class Timed:
             stdout=subprocess.DEVNULL, stderr=open(self.timefile + ".log", "w"),
             env=env, cwd=cwd, start_new_session=True)
 
+    def child_pid(self):
+        """The relay's own process (time's child)."""
+        try:
+            return int(open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read().split()[0])
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def usage(self):
+        return session_usage(self.proc.pid)
+
     def stop(self):
+        cpu, hwm = self.usage()
         if self.stop_argv:
             subprocess.run(self.stop_argv, check=False, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
         else:
             # /usr/bin/time forwards nothing: signal the relay itself (time's child).
-            try:
-                child = int(open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read().split()[0])
+            child = self.child_pid()
+            if child:
                 os.kill(child, signal.SIGTERM)
-            except (OSError, IndexError, ValueError):
+            else:
                 self.proc.terminate()
         try:
             self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-        fields = open(self.timefile).read().split()[-3:]
-        user, system, max_kb = float(fields[0]), float(fields[1]), int(fields[2])
-        return user + system, max_kb * 1024
+        try:
+            fields = open(self.timefile).read().split()[-3:]
+            hwm = max(hwm, int(fields[2]) * 1024)
+        except (OSError, ValueError, IndexError):
+            pass
+        return cpu, hwm
 
     def log_tail(self):
         try:
@@ -178,6 +258,7 @@ smtpd_client_connection_rate_limit = 0
 smtpd_client_message_rate_limit = 0
 default_process_limit = 100
 default_destination_concurrency_limit = 20
+message_size_limit = 209715200
 smtp_destination_concurrency_limit = 20
 """)
     with open(os.path.join(etc, "master.cf"), "w") as f:
@@ -217,27 +298,14 @@ postlog   unix-dgram n  -       n       -       1       postlogd
     return relay, port
 
 
-def start_postern(workdir, sink_port, relay_bin):
-    port = free_port()
-    config = os.path.join(workdir, "postern.toml")
-    with open(config, "w") as f:
-        f.write(POSTERN_CONFIG.format(port=port, sink_port=sink_port,
-                                      spool=os.path.join(workdir, "spool")))
-    env = dict(os.environ, RUST_LOG="warn")
-    relay = Timed([relay_bin, "serve", "--config", config], env=env, cwd=workdir)
-    try:
-        wait_port(port)
-    except RuntimeError:
-        relay.stop()
-        raise RuntimeError("Postern did not start:\n" + relay.log_tail())
-    return relay, port
-
-
-# Production settings: every message fsync'ed before its 250 (the spool always does that),
-# delivery to the sink over plain SMTP (the sink speaks no TLS).
+# Production settings: every message fsync'ed before its 250 (the spool always does that: file
+# fdatasync, rename, group-committed directory fsync), logging at warn, delivery to the sink over
+# plain SMTP (the sink speaks no TLS). Limits are raised so that the benchmark measures the relay,
+# not its admission control: Postfix gets the same (no connection or rate limits, 20 deliveries
+# in parallel to the sink, like `smtp_destination_concurrency_limit = 20` above).
 POSTERN_CONFIG = """
-[server]
 hostname = "relay.bench.example"
+default_routes = ["sink"]
 
 [[listeners]]
 name = "bench"
@@ -247,22 +315,57 @@ bind = "127.0.0.1:{port}"
 allowed_networks = ["127.0.0.0/8"]
 
 [limits]
-max_connections = 2000
-max_connections_per_ip = 2000
+max_connections = {max_connections}
+max_connections_per_ip = {max_connections}
+max_message_size = {max_message_size}
 
 [spool]
-dir = "{spool}"
+path = "{spool}"
 
-[[routes]]
-name = "sink"
+[queue]
+concurrency = 20
+
+{route}
+"""
+
+ROUTE_SMTP = """[routes.sink]
 type = "smtp"
 host = "127.0.0.1"
 port = {sink_port}
 tls = "none"
-
-[[rules]]
-routes = ["sink"]
+max_connections = 20
+pool_size = 20
 """
+
+# `--route local`: the accept path alone (the end-to-end figure is then when the local sink
+# has written every message).
+ROUTE_LOCAL = """[routes.sink]
+type = "local"
+dir = "{outbox}"
+"""
+
+
+
+
+def start_postern(workdir, sink_port, relay_bin, route="smtp", max_connections=2000):
+    port = free_port()
+    config = os.path.join(workdir, "postern.toml")
+    outbox = os.path.join(workdir, "outbox")
+    route_text = (ROUTE_SMTP if route == "smtp" else ROUTE_LOCAL).format(
+        sink_port=sink_port, outbox=outbox)
+    with open(config, "w") as f:
+        f.write(POSTERN_CONFIG.format(port=port, spool=os.path.join(workdir, "spool"),
+                                      max_connections=max_connections,
+                                      max_message_size=BIG_SIZE + 50 * 1000 * 1000,
+                                      route=route_text))
+    env = dict(os.environ, RUST_LOG="warn")
+    relay = Timed([relay_bin, "serve", "--config", config], env=env, cwd=workdir)
+    try:
+        wait_port(port)
+    except RuntimeError:
+        relay.stop()
+        raise RuntimeError("Postern did not start:\n" + relay.log_tail())
+    return relay, port, Outbox(outbox)
 
 
 def smtp_source(port, wl):
@@ -280,26 +383,80 @@ def smtp_source(port, wl):
     return t0, t1
 
 
-def run_one(system, wl, sink, relay_bin):
+def start_relay(system, workdir, sink, args):
+    """(relay or None, port, what to wait on for end-to-end)."""
+    if system == "postfix":
+        relay, port = start_postfix(workdir, sink.port)
+        return relay, port, sink
+    if system == "postern":
+        relay, port, outbox = start_postern(workdir, sink.port, args.relay_bin, args.route)
+        return relay, port, (outbox if args.route == "local" else sink)
+    return None, sink.port, sink
+
+
+def run_one(system, wl, sink, args):
     workdir = tempfile.mkdtemp(prefix=f"postern-load-{system}-")
     os.chmod(workdir, 0o755)  # Postfix's daemons run as the postfix user
+    relay = None
     try:
-        if system == "postfix":
-            relay, port = start_postfix(workdir, sink.port)
-        elif system == "postern":
-            relay, port = start_postern(workdir, sink.port, relay_bin)
-        else:
-            relay, port = None, sink.port
-        base = sink.count
+        relay, port, target = start_relay(system, workdir, sink, args)
+        base = sink.count if target is sink else 0
         t0, t1 = smtp_source(port, wl)
-        t2 = sink.wait_for(base + wl["messages"], timeout=600)
+        t2 = target.wait_for(base + wl["messages"], timeout=600)
         res = dict(accepted=wl["messages"] / (t1 - t0), e2e=wl["messages"] / (t2 - t0),
                    serial_ms=(t1 - t0) * 1000 / wl["messages"])
         if relay is not None:
             cpu, rss = relay.stop()
+            relay = None
             res.update(cpu_ms=cpu * 1000 / wl["messages"], rss_mb=rss / 1048576)
         return res
     finally:
+        if relay is not None:
+            relay.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_big(system, sink, args):
+    """One 150 MB message: seconds until the sink has it, and the relay's peak RSS."""
+    workdir = tempfile.mkdtemp(prefix=f"postern-big-{system}-")
+    os.chmod(workdir, 0o755)
+    relay = None
+    try:
+        relay, port, target = start_relay(system, workdir, sink, args)
+        base = sink.count if target is sink else 0
+        wl = dict(sessions=1, messages=1, size=BIG_SIZE, reuse=False)
+        t0, t1 = smtp_source(port, wl)
+        t2 = target.wait_for(base + 1, timeout=600)
+        cpu, rss = relay.stop()
+        relay = None
+        return dict(accept_s=t1 - t0, e2e_s=t2 - t0, cpu_s=cpu, rss_mb=rss / 1048576)
+    finally:
+        if relay is not None:
+            relay.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_idle(n, sink, args):
+    """N idle connections to Postern (benches/load/idle.py): RSS with them open."""
+    workdir = tempfile.mkdtemp(prefix="postern-idle-")
+    relay = None
+    try:
+        relay, port, _ = start_postern(workdir, sink.port, args.relay_bin, args.route,
+                                       max_connections=n + 1000)
+        pid = relay.child_pid()
+        res = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "benches/load/idle.py"), "--port", str(port),
+             "--pid", str(pid), "-n", str(n), "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=900)
+        if res.returncode != 0:
+            raise RuntimeError(f"idle.py failed: {res.stderr.decode()[-2000:]}")
+        out = json.loads(res.stdout)
+        relay.stop()
+        relay = None
+        return out
+    finally:
+        if relay is not None:
+            relay.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -308,42 +465,78 @@ def median(runs, key):
     return statistics.median(vals) if vals else None
 
 
+def snapshot_binary(path):
+    """A private copy of the relay binary: others may rebuild target/ during a long run."""
+    if not os.path.exists(path):
+        raise SystemExit(f"no relay binary at {path}: run benches/load/run.sh (it builds it)")
+    d = tempfile.mkdtemp(prefix="postern-bench-bin-")
+    dst = os.path.join(d, "relay")
+    shutil.copy2(path, dst)
+    return dst
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="a few messages, to check the script works")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--only", choices=["postern", "postfix"])
-    ap.add_argument("--workloads", help="comma-separated workload names")
+    ap.add_argument("--only", choices=["postern", "postfix", "ceiling"])
+    ap.add_argument("--workloads", help="comma-separated workload names ('none' for none)")
+    ap.add_argument("--route", choices=["smtp", "local"], default="smtp",
+                    help="Postern's route: smtp to the sink (default), or the local sink "
+                         "(accept path alone)")
+    ap.add_argument("--big", action="store_true", help="also relay one 150 MB message")
+    ap.add_argument("--idle", type=int, nargs="?", const=10_000, default=None,
+                    help="also hold N idle connections to Postern (default 10,000)")
     ap.add_argument("--relay-bin", default=os.path.join(ROOT, "target/release/examples/relay"))
     ap.add_argument("--json", default=os.path.join(ROOT, "target/load-results.json"))
     args = ap.parse_args()
 
+    raise_nofile()
+    bin_dir = None
+    args.relay_bin = snapshot_binary(args.relay_bin)
+    bin_dir = os.path.dirname(args.relay_bin)
+
     workloads = SMOKE if args.smoke else WORKLOADS
     if args.workloads:
-        workloads = {k: v for k, v in workloads.items() if k in args.workloads.split(",")}
+        wanted = args.workloads.split(",")
+        unknown = [w for w in wanted if w not in workloads and w != "none"]
+        if unknown:
+            raise SystemExit(f"unknown workload(s) {unknown}; known: {', '.join(workloads)}")
+        workloads = {k: v for k, v in workloads.items() if k in wanted}
     repeat = 1 if args.smoke else args.repeat
     systems = ["ceiling", "postern", "postfix"]
     if args.only:
         systems = [args.only]
 
     sink = Sink()
-    results = {}
+    results, big, idle = {}, {}, None
     try:
         for name, wl in workloads.items():
             for system in systems:
                 runs = []
                 for i in range(repeat):
-                    r = run_one(system, wl, sink, args.relay_bin)
+                    r = run_one(system, wl, sink, args)
                     runs.append(r)
                     print(f"{name:24} {system:8} run {i + 1}: " +
                           " ".join(f"{k}={v:.2f}" for k, v in r.items()), flush=True)
                 results.setdefault(name, {})[system] = {
                     k: median(runs, k) for k in ("accepted", "e2e", "serial_ms", "cpu_ms", "rss_mb")}
+        if args.big:
+            for system in [s for s in systems if s != "ceiling"]:
+                big[system] = run_big(system, sink, args)
+                print(f"{'big_150MB':24} {system:8}: " +
+                      " ".join(f"{k}={v:.2f}" for k, v in big[system].items()), flush=True)
+        if args.idle:
+            idle = run_idle(args.idle, sink, args)
+            print(f"{'idle':24} postern : " + " ".join(f"{k}={v}" for k, v in idle.items()),
+                  flush=True)
     finally:
         sink.stop()
+        shutil.rmtree(bin_dir, ignore_errors=True)
 
     print()
-    print(f"{'workload':24} {'metric':18} {'postern':>10} {'postfix':>10} {'ratio':>7} {'ceiling':>10}")
+    if results:
+        print(f"{'workload':24} {'metric':18} {'postern':>10} {'postfix':>10} {'ratio':>7} {'ceiling':>10}")
     for name, per in results.items():
         for key, label, better_high in (("accepted", "accepted msg/s", True), ("e2e", "end-to-end msg/s", True),
                                         ("serial_ms", "ms per message", False), ("cpu_ms", "CPU ms/msg", False),
@@ -354,11 +547,18 @@ def main():
             ratio = ""
             if a and b:
                 ratio = f"{(a / b if better_high else b / a):.2f}x"
-            fmt = lambda v: "-" if v is None else f"{v:.1f}"
+            fmt = lambda v: "-" if v is None else f"{v:.1f}" if v >= 10 else f"{v:.2f}"
             print(f"{name:24} {label:18} {fmt(a):>10} {fmt(b):>10} {ratio:>7} {fmt(c):>10}")
+    for system, r in big.items():
+        print(f"big 150 MB message via {system}: accepted in {r['accept_s']:.1f} s, at the sink after "
+              f"{r['e2e_s']:.1f} s, CPU {r['cpu_s']:.2f} s, peak RSS {r['rss_mb']:.1f} MB")
+    if idle:
+        print(f"{idle['connections']} idle connections to Postern: VmRSS {idle['vmrss_mb']:.1f} MB "
+              f"(before {idle['vmrss_before_mb']:.1f} MB), VmHWM {idle['vmhwm_mb']:.1f} MB")
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
-        json.dump(dict(date=time.strftime("%Y-%m-%d"), results=results), f, indent=2)
+        json.dump(dict(date=time.strftime("%Y-%m-%d"), route=args.route, repeat=repeat,
+                       smoke=args.smoke, results=results, big=big, idle=idle), f, indent=2)
     print(f"\nresults written to {args.json}")
 
 
