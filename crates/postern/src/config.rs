@@ -245,6 +245,8 @@ impl Config {
                     format!("duplicate listener name {:?}", l.name),
                 ));
             }
+            l.check_tls_version()
+                .map_err(|(key, message)| (format!("listeners[{i}].{key}"), message))?;
         }
         if self.queue.concurrency == 0 {
             return Err(("queue.concurrency".into(), "must be at least 1".into()));
@@ -293,6 +295,9 @@ impl Config {
                         return Err((format!("routes.{name}.dir"), "must not be empty".into()));
                     }
                 }
+                RouteConfig::Graph(g) => g
+                    .validate(&self.identities)
+                    .map_err(|(k, m)| (format!("routes.{name}.{k}"), m))?,
                 other => {
                     if let Some((kind, smtp)) = other.smtp() {
                         smtp.validate(kind, &self.identities)

@@ -129,3 +129,42 @@ async fn bind_refuses_tls_modes_without_certificates() {
         .to_string();
     assert!(err.contains("trusted_proxies"), "{err}");
 }
+
+/// Without the `legacy-tls` feature, asking for TLS below 1.2 is a
+/// configuration error that names the key and says how to get it.
+#[cfg(not(feature = "legacy-tls"))]
+#[tokio::test]
+async fn legacy_tls_needs_the_cargo_feature() {
+    let certs = tempfile::tempdir().unwrap();
+    let cert = test_cert(certs.path(), "legacy");
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = postern::spool::Spool::open(&postern::spool::SpoolConfig::new(dir.path()))
+        .await
+        .unwrap();
+    let ctx = postern::inbound::InboundContext::new(std::sync::Arc::new(spool), policy(&[]));
+    let mut l = listener("printers");
+    l.mode = ListenerMode::StarttlsRequired;
+    l.tls = Some(cert.files.clone());
+    l.tls_min_version = postern::inbound::TlsVersion::Tls10;
+    let err = postern::inbound::Server::bind(&[l], ctx)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"printers\"")
+            && err.contains("tls_min_version")
+            && err.contains("--features legacy-tls"),
+        "{err}"
+    );
+
+    let text = "default_routes = [\"out\"]\n[routes.out]\ntype = \"local\"\ndir = \"/tmp/x\"\n\
+                [[listeners]]\nname = \"printers\"\nbind = \"192.168.1.10:25\"\n\
+                tls = { cert = \"c.pem\", key = \"k.pem\" }\ntls_min_version = \"1.1\"\n";
+    let err = postern::config::Config::from_toml(text, "relay.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("relay.toml:9: listeners[0].tls_min_version: ")
+            && err.contains("--features legacy-tls"),
+        "{err}"
+    );
+}

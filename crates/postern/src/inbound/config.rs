@@ -28,6 +28,72 @@ pub enum ListenerMode {
     ImplicitTls,
 }
 
+/// The oldest TLS version a listener accepts (`tls_min_version`).
+///
+/// `"1.2"` and `"1.3"` use rustls. `"1.0"` and `"1.1"` exist for old printers
+/// and scanners: they need the `legacy-tls` cargo feature (OpenSSL, since
+/// rustls has no TLS below 1.2), a private or loopback bind address unless
+/// [`ListenerConfig::allow_legacy_tls_on_public_address`] is set, and they log
+/// a warning at start. See `docs/legacy-devices.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[non_exhaustive]
+pub enum TlsVersion {
+    /// TLS 1.0 (RFC 2246, deprecated by RFC 8996): legacy, OpenSSL only.
+    Tls10,
+    /// TLS 1.1 (RFC 4346, deprecated by RFC 8996): legacy, OpenSSL only.
+    Tls11,
+    /// TLS 1.2 (RFC 5246). Default.
+    #[default]
+    Tls12,
+    /// TLS 1.3 (RFC 8446) only.
+    Tls13,
+}
+
+impl<'de> Deserialize<'de> for TlsVersion {
+    /// Accepts `"1.0"`..`"1.3"`, and the same written as TOML floats (`1.0`).
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = TlsVersion;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a TLS version: \"1.0\", \"1.1\", \"1.2\" or \"1.3\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TlsVersion, E> {
+                match v {
+                    "1.0" => Ok(TlsVersion::Tls10),
+                    "1.1" => Ok(TlsVersion::Tls11),
+                    "1.2" => Ok(TlsVersion::Tls12),
+                    "1.3" => Ok(TlsVersion::Tls13),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<TlsVersion, E> {
+                self.visit_str(&format!("{v:.1}"))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl TlsVersion {
+    /// Whether this is below TLS 1.2 (the `legacy-tls` OpenSSL path).
+    pub fn is_legacy(self) -> bool {
+        self < Self::Tls12
+    }
+}
+
+impl fmt::Display for TlsVersion {
+    /// The configuration spelling: `1.0`, `1.1`, `1.2` or `1.3`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tls10 => "1.0",
+            Self::Tls11 => "1.1",
+            Self::Tls12 => "1.2",
+            Self::Tls13 => "1.3",
+        })
+    }
+}
+
 /// What a listener does with a bare CR or bare LF inside message data.
 ///
 /// Either way a bare CR or LF never ends the data: only `CRLF . CRLF` does
@@ -82,6 +148,16 @@ pub struct ListenerConfig {
     /// Certificate and key. Default none (then no STARTTLS is offered).
     #[serde(default)]
     pub tls: Option<TlsFiles>,
+    /// Oldest TLS version accepted by STARTTLS and implicit TLS: `"1.0"`,
+    /// `"1.1"`, `"1.2"` or `"1.3"`. Default `"1.2"`. Below `"1.2"` needs a build
+    /// with the `legacy-tls` feature and is meant for a LAN port only.
+    #[serde(default)]
+    pub tls_min_version: TlsVersion,
+    /// Let a legacy listener (`tls_min_version` below `"1.2"`) bind an address
+    /// that is neither private (RFC 1918, unique local, link-local) nor
+    /// loopback, including the wildcard `0.0.0.0` / `[::]`. Default `false`.
+    #[serde(default)]
+    pub allow_legacy_tls_on_public_address: bool,
     /// Expect a PROXY protocol v1 or v2 header first. Default `false`.
     #[serde(default)]
     pub proxy_protocol: bool,
@@ -123,6 +199,8 @@ impl ListenerConfig {
             bind,
             mode: ListenerMode::Plain,
             tls: None,
+            tls_min_version: TlsVersion::Tls12,
+            allow_legacy_tls_on_public_address: false,
             proxy_protocol: false,
             trusted_proxies: Vec::new(),
             require_auth: false,
@@ -132,6 +210,59 @@ impl ListenerConfig {
             hostname: None,
             banner: None,
         }
+    }
+
+    /// Checks `tls_min_version` against this build and the bind address.
+    /// The error is `(key, message)`, the key relative to the listener table.
+    pub(crate) fn check_tls_version(&self) -> Result<(), (&'static str, String)> {
+        let version = self.tls_min_version;
+        if version != TlsVersion::default() && self.tls.is_none() {
+            return Err((
+                "tls_min_version",
+                format!("tls_min_version = \"{version}\" needs tls.cert and tls.key"),
+            ));
+        }
+        if !version.is_legacy() {
+            return Ok(());
+        }
+        if !cfg!(feature = "legacy-tls") {
+            return Err(("tls_min_version", legacy_tls_not_built(version)));
+        }
+        if !self.allow_legacy_tls_on_public_address && !is_lan_address(self.bind.ip()) {
+            return Err((
+                "bind",
+                format!(
+                    "tls_min_version = \"{version}\" (legacy TLS) is meant for a LAN port only, \
+                     and {} is not a private or loopback address: bind the LAN address \
+                     (like \"192.168.1.10:25\"), or set allow_legacy_tls_on_public_address = true \
+                     if a firewall already limits this port to the devices that need it",
+                    self.bind.ip()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The error for a legacy `tls_min_version` in a build without `legacy-tls`.
+pub(crate) fn legacy_tls_not_built(version: TlsVersion) -> String {
+    format!(
+        "tls_min_version = \"{version}\" needs TLS 1.0/1.1, which this build lacks \
+         (rustls has no TLS below 1.2): rebuild with `--features legacy-tls` \
+         (the relay: `cargo build --release -p postern-examples --example relay \
+         --features postern/legacy-tls`), or use \"1.2\""
+    )
+}
+
+/// Private (RFC 1918, IPv6 unique local), link-local or loopback: an address
+/// only the LAN can reach. The wildcard (`0.0.0.0`, `::`) is not one.
+pub(crate) fn is_lan_address(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_private() || v4.is_loopback() || v4.is_link_local(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_lan_address(IpAddr::V4(v4)),
+            None => v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local(),
+        },
     }
 }
 
@@ -310,6 +441,109 @@ mod tests {
         assert_eq!(parse_network("::1"), Some("::1/128".parse().unwrap()));
         assert_eq!(parse_network("10.0.0.0/33"), None);
         assert_eq!(parse_network("printer"), None);
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Versioned {
+        v: TlsVersion,
+    }
+
+    fn version(toml_value: &str) -> Result<TlsVersion, String> {
+        toml::from_str::<Versioned>(&format!("v = {toml_value}"))
+            .map(|x| x.v)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn tls_versions_parse_as_strings_and_floats() {
+        assert_eq!(version("\"1.0\""), Ok(TlsVersion::Tls10));
+        assert_eq!(version("\"1.1\""), Ok(TlsVersion::Tls11));
+        assert_eq!(version("\"1.2\""), Ok(TlsVersion::Tls12));
+        assert_eq!(version("\"1.3\""), Ok(TlsVersion::Tls13));
+        assert_eq!(version("1.0"), Ok(TlsVersion::Tls10));
+        assert_eq!(version("1.1"), Ok(TlsVersion::Tls11));
+        let err = version("\"1.4\"").unwrap_err();
+        assert!(
+            err.contains("\"1.0\", \"1.1\", \"1.2\" or \"1.3\""),
+            "{err}"
+        );
+        assert!(version("\"SSLv3\"").is_err());
+        assert!(TlsVersion::Tls11.is_legacy() && !TlsVersion::Tls12.is_legacy());
+        assert_eq!(TlsVersion::default(), TlsVersion::Tls12);
+        assert_eq!(TlsVersion::Tls10.to_string(), "1.0");
+    }
+
+    #[test]
+    fn lan_addresses() {
+        for lan in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.254",
+            "192.168.1.10",
+            "127.0.0.1",
+            "169.254.1.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:192.168.1.10",
+        ] {
+            assert!(is_lan_address(lan.parse().unwrap()), "{lan}");
+        }
+        for public in [
+            "0.0.0.0",
+            "::",
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.64.0.1",
+            "2001:db8::1",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(!is_lan_address(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    fn legacy_listener(bind: &str) -> ListenerConfig {
+        let mut l = ListenerConfig::new("printers", bind.parse().unwrap());
+        l.tls = Some(TlsFiles::new("cert.pem", "key.pem"));
+        l.tls_min_version = TlsVersion::Tls10;
+        l
+    }
+
+    #[test]
+    fn tls_min_version_checks() {
+        let mut l = ListenerConfig::new("lan", "192.168.1.10:25".parse().unwrap());
+        assert_eq!(l.check_tls_version(), Ok(()));
+        l.tls_min_version = TlsVersion::Tls13;
+        let (key, msg) = l.check_tls_version().unwrap_err();
+        assert_eq!(key, "tls_min_version");
+        assert!(msg.contains("tls.cert"), "{msg}");
+        l.tls = Some(TlsFiles::new("cert.pem", "key.pem"));
+        assert_eq!(l.check_tls_version(), Ok(()));
+
+        let lan = legacy_listener("192.168.1.10:25");
+        if cfg!(feature = "legacy-tls") {
+            assert_eq!(lan.check_tls_version(), Ok(()));
+            assert_eq!(
+                legacy_listener("127.0.0.1:2525").check_tls_version(),
+                Ok(())
+            );
+            for public in ["0.0.0.0:25", "203.0.113.5:25", "[::]:25"] {
+                let (key, msg) = legacy_listener(public).check_tls_version().unwrap_err();
+                assert_eq!(key, "bind", "{public}");
+                assert!(
+                    msg.contains("LAN port only")
+                        && msg.contains("allow_legacy_tls_on_public_address"),
+                    "{msg}"
+                );
+            }
+            let mut allowed = legacy_listener("0.0.0.0:25");
+            allowed.allow_legacy_tls_on_public_address = true;
+            assert_eq!(allowed.check_tls_version(), Ok(()));
+        } else {
+            let (key, msg) = lan.check_tls_version().unwrap_err();
+            assert_eq!(key, "tls_min_version");
+            assert!(msg.contains("--features legacy-tls"), "{msg}");
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::limits::ConnectionTable;
 use super::policy::RelayPolicy;
 use super::proxy::{self, ProxyError, ProxyHeader};
 use super::session::{self, SessionParams};
-use super::tls::{self, ReloadableTls};
+use super::tls::ReloadableTls;
 use crate::router::Router;
 use crate::spool::Spool;
 
@@ -123,10 +123,25 @@ impl Server {
                     config.name
                 )));
             }
-            let tls = config.tls.as_ref().map(ReloadableTls::load).transpose()?;
+            let tls = config
+                .tls
+                .as_ref()
+                .map(|files| ReloadableTls::load(files, config.tls_min_version))
+                .transpose()?;
             let socket = bind_socket(config)?;
             if config.allow_plaintext_auth && config.mode == ListenerMode::Plain {
                 warn!(listener = %config.name, "AUTH is allowed without TLS on this listener: passwords cross the network in clear");
+            }
+            if config.tls_min_version.is_legacy() {
+                warn!(
+                    listener = %config.name,
+                    bind = %config.bind,
+                    tls_min_version = %config.tls_min_version,
+                    "legacy TLS (1.0/1.1, CBC ciphers, OpenSSL) is enabled on this listener: it is meant for a LAN port only; firewall it to the devices that need it"
+                );
+                if !super::config::is_lan_address(config.bind.ip()) {
+                    warn!(listener = %config.name, bind = %config.bind, "legacy TLS listener bound to a public or wildcard address (allow_legacy_tls_on_public_address = true)");
+                }
             }
             runtimes.push(Arc::new(ListenerRuntime {
                 hostname: config
@@ -263,6 +278,9 @@ fn validate(config: &ListenerConfig) -> Result<(), Error> {
         }
         _ => {}
     }
+    config
+        .check_tls_version()
+        .map_err(|(key, message)| Error::Config(format!("listener {name:?}: {key}: {message}")))?;
     if config.proxy_protocol && config.trusted_proxies.is_empty() {
         return Err(Error::Config(format!(
             "listener {name:?}: proxy_protocol needs trusted_proxies (the load balancer addresses)"
@@ -411,7 +429,7 @@ async fn connection<S>(
                     return;
                 }
             };
-            let description = tls::describe(stream.get_ref().1);
+            let description = stream.describe();
             info!(tls = %description, "implicit tls established");
             if let Some(text) = refusal {
                 refuse(stream, text).await;

@@ -35,6 +35,8 @@
 
 mod config;
 mod error;
+#[cfg(feature = "legacy-tls")]
+mod legacy_tls;
 mod limits;
 mod listener;
 mod policy;
@@ -44,7 +46,7 @@ mod tls;
 
 pub use config::{
     AccountConfig, BareLineEndings, LimitsConfig, ListenerConfig, ListenerMode, PasswordHash,
-    PolicyConfig, TlsFiles, parse_network,
+    PolicyConfig, TlsFiles, TlsVersion, parse_network,
 };
 pub use error::Error;
 pub use listener::{InboundContext, Server, TlsReloader};

@@ -18,7 +18,6 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::config::{BareLineEndings, ListenerMode};
 use super::listener::{ListenerRuntime, Shared};
-use super::tls;
 use crate::spool::{BodyType, ClientInfo, Envelope, Incoming, Recipient, SpoolError};
 use postern_smtp::{
     BareLineEnding, Body, Command, DataDecoder, DataOptions, ParseOptions, Path, Reply,
@@ -79,7 +78,7 @@ where
             return;
         }
     };
-    let description = tls::describe(stream.get_ref().1);
+    let description = stream.describe();
     info!(tls = %description, "starttls established");
     state.after_starttls(description);
     let mut conn = Conn::new(stream, Vec::new());
