@@ -5,6 +5,7 @@
 //! cargo run -p postern-examples --example relay -- serve --config relay.toml  # see relay.sample.toml
 //! cargo run -p postern-examples --example relay -- check-config --config relay.toml
 //! cargo run -p postern-examples --example relay -- queue list --config relay.toml    # or show ID, retry [ID], delete ID, bounce ID
+//! cargo run -p postern-examples --example relay -- login scanner@contoso.com --config relay.toml  # [--browser]
 //! ```
 //!
 //! SIGTERM / SIGINT shut down cleanly (stop accepting, finish sessions, keep the spool);
@@ -58,6 +59,18 @@ enum Command {
         config: Option<PathBuf>,
         #[command(subcommand)]
         action: QueueAction,
+    },
+    /// Sign a mailbox in (delegated identity) and store its refresh token.
+    Login {
+        /// An identity name or a mailbox address.
+        account: String,
+        /// The configuration file (default: the built-in configuration).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Sign in with a browser on this machine (authorization code + PKCE) instead of a
+        /// device code.
+        #[arg(long)]
+        browser: bool,
     },
 }
 
@@ -127,6 +140,48 @@ fn queue_cmd(config: Option<&PathBuf>, action: QueueAction) -> ExitCode {
     }
 }
 
+fn login_cmd(config: Option<&PathBuf>, account: &str, browser: bool) -> ExitCode {
+    use postern::ops::login::{LoginFlow, login};
+    let cfg = match load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let flow = if browser {
+        LoginFlow::Browser
+    } else {
+        LoginFlow::DeviceCode
+    };
+    let (mut out, mut progress) = (std::io::stdout(), std::io::stderr());
+    match rt.block_on(login(&cfg, account, flow, &mut out, &mut progress)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A runtime for the one-shot commands (the error is printed).
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
 fn load(path: Option<&PathBuf>) -> Result<Config, postern::config::ConfigError> {
     match path {
         Some(p) => Config::load(p),
@@ -145,6 +200,11 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Queue { config, action } => queue_cmd(config.as_ref(), action),
+        Command::Login {
+            account,
+            config,
+            browser,
+        } => login_cmd(config.as_ref(), &account, browser),
         Command::CheckConfig { config } => match load(config.as_ref()) {
             Ok(_) => {
                 println!("configuration is valid");

@@ -24,10 +24,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use postern_entra::{
-    Authority, CertificateCredential, MemoryStore, OAuthClient, RefreshTokenStore, ReqwestClient,
-    Secret, TokenCache, TokenHandle,
+    AccessToken, Authority, CertificateCredential, MemoryStore, OAuthClient, RefreshTokenStore,
+    ReqwestClient, Secret, TokenCache, TokenHandle,
 };
 use serde::Deserialize;
+
+use crate::metrics::Metrics;
 
 /// The app-only scope of Exchange Online SMTP in the global cloud.
 pub const APP_ONLY_SCOPE: &str = "https://outlook.office365.com/.default";
@@ -178,6 +180,7 @@ struct Built {
 pub struct Identities {
     cache: TokenCache,
     built: BTreeMap<String, Built>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl fmt::Debug for Identities {
@@ -194,6 +197,7 @@ impl Identities {
         Self {
             cache: TokenCache::new(Arc::new(MemoryStore::new())),
             built: BTreeMap::new(),
+            metrics: None,
         }
     }
 
@@ -252,7 +256,16 @@ impl Identities {
         Ok(Self {
             cache: TokenCache::new(store),
             built,
+            metrics: None,
         })
+    }
+
+    /// Counts every token obtained and every failed token request in `metrics`
+    /// (`postern_token_refreshes_total`, `postern_token_failures_total`).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Whether an identity of this name exists.
@@ -280,6 +293,7 @@ impl Identities {
         Some(TokenSource {
             identity: name.to_owned(),
             handle,
+            metrics: self.metrics.clone(),
         })
     }
 
@@ -301,6 +315,7 @@ impl Identities {
 pub struct TokenSource {
     identity: String,
     handle: TokenHandle,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl TokenSource {
@@ -311,12 +326,53 @@ impl TokenSource {
 
     /// A usable access token.
     pub async fn token(&self) -> Result<Secret, postern_entra::Error> {
-        Ok(self.handle.get().await?.secret.clone())
+        Ok(self.access_token().await?.secret.clone())
+    }
+
+    /// A usable access token with its expiry and granted scopes (for `relay doctor`).
+    /// A token that was not in the cache before counts as a refresh in the metrics; a
+    /// failure counts by category (`transient`, or the OAuth error code).
+    pub async fn access_token(&self) -> Result<Arc<AccessToken>, postern_entra::Error> {
+        let before = self.handle.peek();
+        let got = self.handle.get().await;
+        if let Some(m) = &self.metrics {
+            match &got {
+                Ok(t) if !before.as_ref().is_some_and(|b| Arc::ptr_eq(b, t)) => {
+                    m.token_refreshed(&self.identity);
+                }
+                Ok(_) => {}
+                Err(e) => m.token_failed(&self.identity, &failure_category(e)),
+            }
+        }
+        got
+    }
+
+    /// The scope the tokens are asked for.
+    pub fn scope(&self) -> &str {
+        self.handle.key().scope()
     }
 
     /// Forgets the cached token (after `535 5.7.3`), so the next call fetches a new one.
     pub fn invalidate(&self) {
         self.handle.invalidate();
+    }
+}
+
+/// The metrics label of a token failure: `transient` (network, 5xx, throttling), the OAuth
+/// error code (`invalid_client`, `invalid_grant`, ...), or what else went wrong.
+fn failure_category(e: &postern_entra::Error) -> String {
+    use postern_entra::Error as E;
+    if e.is_transient() {
+        return "transient".into();
+    }
+    match e {
+        E::OAuth(o) => o.error.clone(),
+        E::NoRefreshToken { .. } => "no_refresh_token".into(),
+        E::Credential(_) => "credential".into(),
+        E::Io { .. } => "io".into(),
+        E::Config(_) => "config".into(),
+        E::InvalidResponse { .. } => "invalid_response".into(),
+        _ => "other".into(),
     }
 }
 

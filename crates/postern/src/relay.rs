@@ -84,12 +84,14 @@ impl Relay {
                 key: Some(format!("rules[{i}].client_network")),
                 message: m,
             })?;
-        let identities = Identities::from_config(&config.identities).map_err(|e| ConfigError {
-            origin: "configuration".into(),
-            line: None,
-            key: Some(format!("identities.{}", e.name)),
-            message: e.message,
-        })?;
+        let identities = Identities::from_config(&config.identities)
+            .map_err(|e| ConfigError {
+                origin: "configuration".into(),
+                line: None,
+                key: Some(format!("identities.{}", e.name)),
+                message: e.message,
+            })?
+            .with_metrics(Arc::clone(spool.metrics()));
         let mut transports: Transports = BTreeMap::new();
         for (name, route) in &config.routes {
             let t: Arc<dyn Transport> = match route {

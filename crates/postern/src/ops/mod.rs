@@ -5,10 +5,13 @@
 //! - [`queue`]: list, show, retry, delete and bounce spooled messages, through the running
 //!   relay's admin API or, when no relay runs, on the spool directly under its lock.
 //! - [`doctor`]: one line per check (pass / warn / fail, with a remedy).
+//! - [`login`]: sign a mailbox in (device code, or browser with PKCE) and store its refresh
+//!   token.
 //! - [`send`]: a test message through a configured route, with a redacted transcript.
 
 pub mod client;
 pub mod doctor;
+pub mod login;
 pub mod queue;
 use std::net::SocketAddr;
 
