@@ -12,6 +12,12 @@
 //! - [`config`]: the TOML configuration.
 //! - [`identity`]: OAuth sending identities (XOAUTH2 tokens) on one shared token cache.
 //! - [`relay`]: everything started and stopped as one ([`Relay::start`]).
+//!
+//! # Cargo features
+//!
+//! - `legacy-tls` (off by default): listeners with `tls_min_version = "1.0"` or `"1.1"` for
+//!   old printers and scanners, through the system OpenSSL since rustls has no TLS below 1.2
+//!   (see [`inbound::TlsVersion`] and `docs/legacy-devices.md`).
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
