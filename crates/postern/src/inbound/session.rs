@@ -259,9 +259,15 @@ where
     }
     let max_line = limits.max_line_length.max(512);
     let mut discarding = false;
+    // The command timeout is a deadline for the whole line, not for each read: a client
+    // trickling one byte at a time must not hold the session forever (slowloris).
+    let mut deadline: Option<tokio::time::Instant> = None;
     loop {
         // Answer every complete command in the buffer (pipelining).
         let newline = conn.input.iter().position(|&b| b == b'\n');
+        if newline.is_some() {
+            deadline = None;
+        }
         match newline {
             Some(end) if discarding => {
                 conn.consume(end + 1);
@@ -305,10 +311,10 @@ where
         if conn.flush().await.is_err() {
             return Flow::Close;
         }
-        match conn
-            .fill(limits.command_timeout(), Some(&params.shutdown))
-            .await
-        {
+        let until =
+            *deadline.get_or_insert_with(|| tokio::time::Instant::now() + limits.command_timeout());
+        let wait = until.saturating_duration_since(tokio::time::Instant::now());
+        match conn.fill(wait, Some(&params.shutdown)).await {
             Ok(_) => {}
             Err(ReadEnd::Timeout) => {
                 info!("command timeout");
