@@ -10,7 +10,8 @@ use postern::delivery::{
 };
 use postern::queue::{self, QueueConfig, QueueHandle, Transports};
 use postern::router::{Router, RuleConfig};
-use postern::spool::{ClientInfo, Envelope, QueueId, Recipient, Spool, SpoolConfig};
+use postern::spool::{ClientInfo, Envelope, Notify, QueueId, Recipient, Ret, Spool, SpoolConfig};
+use postern_ndr::{Action, DeliveryReport as Dsn};
 
 /// Answers from a script: the n-th call to deliver a recipient gets `script(address, n)`.
 type Script = dyn Fn(&str, u32) -> RcptOutcome + Send + Sync;
@@ -94,12 +95,19 @@ async fn start(dir: &Path, upstream: Arc<Scripted>, cfg: QueueConfig) -> (Arc<Sp
     (spool, q)
 }
 
-async fn submit(spool: &Spool, from: Option<&str>, to: &[&str]) -> QueueId {
-    let env = Envelope::new(
+fn envelope(from: Option<&str>, to: &[&str]) -> Envelope {
+    Envelope::new(
         from.map(Into::into),
         to.iter().map(|r| Recipient::new(*r)).collect(),
         ClientInfo::new("127.0.0.1:1234".parse().unwrap(), "printer", "lan"),
-    );
+    )
+}
+
+async fn submit(spool: &Spool, from: Option<&str>, to: &[&str]) -> QueueId {
+    submit_env(spool, envelope(from, to)).await
+}
+
+async fn submit_env(spool: &Spool, env: Envelope) -> QueueId {
     let mut inc = spool.receive(env).await.unwrap();
     inc.write(b"Subject: scan\r\nFrom: scanner@contoso.com\r\n\r\nbody\r\n")
         .await
@@ -186,9 +194,37 @@ async fn expiry_fails_and_bounces_once() {
         "retried before expiring"
     );
     let dsn = &outbox(dir.path(), "eml")[0];
-    assert!(dsn.contains("Final-Recipient: rfc822; a@fabrikam.com"));
-    assert!(dsn.contains("Status: 4.4.7"));
-    assert!(dsn.contains(&format!("queue id {id}")));
+    assert!(dsn.contains("To: <scanner@contoso.com>\r\n"));
+    assert!(dsn.contains(&format!("Message-ID: <{}@relay.test>", id.bounce(0))));
+    let report = Dsn::parse(dsn.as_bytes()).unwrap();
+    let reporting = report.per_message.reporting_mta.as_ref().unwrap();
+    assert_eq!(reporting.to_string(), "dns; relay.test");
+    assert!(report.per_message.arrival_date.is_some());
+    assert_eq!(report.recipients.len(), 1);
+    let r = &report.recipients[0];
+    assert_eq!(r.recipient(), "a@fabrikam.com");
+    assert_eq!(r.action, Action::Failed);
+    assert_eq!(r.status.to_string(), "4.4.7");
+    assert_eq!(
+        r.diagnostic_code.as_ref().unwrap().to_string(),
+        "smtp; 421 4.3.2 down"
+    );
+    assert!(r.last_attempt_date.is_some());
+    assert_eq!(r.final_log_id.as_deref(), Some(id.as_str()));
+    let human = report.human_readable.as_deref().unwrap();
+    assert!(
+        human.contains("retry window ran out"),
+        "the explanation says why: {human}"
+    );
+    assert!(
+        dsn.find("Content-Type: text/plain") < dsn.find("Content-Type: message/delivery-status"),
+        "human text first"
+    );
+    assert_eq!(
+        report.original_headers.as_deref(),
+        Some("Subject: scan\r\nFrom: scanner@contoso.com\r\n")
+    );
+    assert!(!dsn.contains("\r\nbody\r\n"), "RET unset: headers only");
     let json = &outbox(dir.path(), "json")[0];
     let v: serde_json::Value = serde_json::from_str(json).unwrap();
     assert_eq!(
@@ -208,7 +244,7 @@ async fn permanent_failures_get_exactly_one_bounce_and_none_to_null_sender() {
         } else {
             RcptOutcome::Permanent {
                 reason: "550 5.1.10 RESOLVER.ADR.RecipientNotFound".into(),
-                category: "recipient_not_found".into(),
+                category: "recipient_unknown".into(),
                 remedy: None,
             }
         }
@@ -234,7 +270,25 @@ async fn permanent_failures_get_exactly_one_bounce_and_none_to_null_sender() {
     assert!(dsns[0].contains("Final-Recipient: rfc822; gone1@fabrikam.com"));
     assert!(dsns[0].contains("Final-Recipient: rfc822; gone2@fabrikam.com"));
     assert!(!dsns[0].contains("Final-Recipient: rfc822; ok@fabrikam.com"));
-    assert!(dsns[0].contains("Status: 5.1.10"));
+    let report = Dsn::parse(dsns[0].as_bytes()).unwrap();
+    let rcpts: Vec<_> = report.recipients.iter().map(|r| r.recipient()).collect();
+    assert_eq!(rcpts, ["gone1@fabrikam.com", "gone2@fabrikam.com"]);
+    for r in &report.recipients {
+        assert_eq!(
+            (r.action, r.status.to_string()),
+            (Action::Failed, "5.1.10".into())
+        );
+        assert_eq!(
+            r.diagnostic_code.as_ref().unwrap().to_string(),
+            "smtp; 550 5.1.10 RESOLVER.ADR.RecipientNotFound"
+        );
+    }
+    let human = report.human_readable.unwrap();
+    assert!(
+        human.contains("<gone1@fabrikam.com>: delivery failed.")
+            && human.contains("What to do: Check the recipient address for typos"),
+        "{human}"
+    );
     // No retry of permanent failures.
     assert_eq!(t.calls_for("gone1@fabrikam.com"), 1);
     assert_eq!(t.calls_for("gone3@fabrikam.com"), 1);
@@ -348,4 +402,85 @@ async fn local_sink_writes_eml_and_json_and_maildir() {
             .count(),
         0
     );
+}
+
+fn refuse_all() -> Arc<Scripted> {
+    Scripted::new(|_, _| RcptOutcome::Permanent {
+        reason: "550 5.7.60 SMTP; Client does not have permissions to send as this sender".into(),
+        category: "send_as_denied".into(),
+        remedy: None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ret_full_returns_the_message_with_orcpt_and_envid() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, q) = start(dir.path(), refuse_all(), fast()).await;
+    let mut env = envelope(Some("scanner@contoso.com"), &["ceo@fabrikam.com"]);
+    env.ret = Some(Ret::Full);
+    env.envid = Some("scan-0042".into());
+    env.recipients[0].orcpt = Some("rfc822;CEO@fabrikam.com".into());
+    submit_env(&spool, env).await;
+    eventually("one bounce", || outbox(dir.path(), "eml").len() == 1).await;
+    eventually("spool empty", || queue_files(dir.path()).is_empty()).await;
+    q.shutdown().await;
+    let dsn = &outbox(dir.path(), "eml")[0];
+    assert!(dsn.contains("Content-Type: message/rfc822\r\n"), "{dsn}");
+    assert!(
+        dsn.contains("Subject: scan\r\nFrom: scanner@contoso.com\r\n\r\nbody\r\n"),
+        "RET=FULL returns the body: {dsn}"
+    );
+    let report = Dsn::parse(dsn.as_bytes()).unwrap();
+    assert_eq!(
+        report.per_message.original_envelope_id.as_deref(),
+        Some("scan-0042")
+    );
+    let r = &report.recipients[0];
+    assert_eq!(r.status.to_string(), "5.7.60");
+    assert_eq!(
+        r.original_recipient.as_ref().unwrap().to_string(),
+        "rfc822; CEO@fabrikam.com"
+    );
+    let human = report.human_readable.unwrap();
+    assert!(
+        human.contains("Send As permission"),
+        "remedy of send_as_denied: {human}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_never_or_without_failure_suppresses_the_notice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, q) = start(dir.path(), refuse_all(), fast()).await;
+    // All recipients NEVER or without FAILURE: no notice at all.
+    let mut env = envelope(
+        Some("scanner@contoso.com"),
+        &["never@fabrikam.com", "delay@fabrikam.com"],
+    );
+    env.recipients[0].notify = Some(Notify::NEVER);
+    env.recipients[1].notify = Some(Notify::new(true, false, true));
+    submit_env(&spool, env).await;
+    eventually("spool empty", || queue_files(dir.path()).is_empty()).await;
+    assert!(
+        outbox(dir.path(), "eml").is_empty(),
+        "no notice was asked for"
+    );
+
+    // Mixed: only the recipient that wants one is reported.
+    let mut env = envelope(
+        Some("scanner@contoso.com"),
+        &["never@fabrikam.com", "failure@fabrikam.com"],
+    );
+    env.recipients[0].notify = Some(Notify::NEVER);
+    env.recipients[1].notify = Some(Notify::new(false, true, false));
+    submit_env(&spool, env).await;
+    eventually("one bounce", || outbox(dir.path(), "eml").len() == 1).await;
+    eventually("spool empty", || queue_files(dir.path()).is_empty()).await;
+    q.shutdown().await;
+    let dsns = outbox(dir.path(), "eml");
+    assert_eq!(dsns.len(), 1);
+    let report = Dsn::parse(dsns[0].as_bytes()).unwrap();
+    let rcpts: Vec<_> = report.recipients.iter().map(|r| r.recipient()).collect();
+    assert_eq!(rcpts, ["failure@fabrikam.com"]);
+    assert!(!dsns[0].contains("never@fabrikam.com"));
 }

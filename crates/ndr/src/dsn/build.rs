@@ -70,6 +70,9 @@ pub struct DsnBuilder<'a> {
     envelope_id: Option<&'a str>,
     arrival_date: Option<&'a str>,
     recipients: Vec<RecipientStatus>,
+    /// Per recipient (same order): the remedy the explanation gives instead of the
+    /// classifier's.
+    remedies: Vec<Option<String>>,
     original: Option<&'a [u8]>,
     ret: Return,
     full_cap: usize,
@@ -86,6 +89,7 @@ impl<'a> DsnBuilder<'a> {
             envelope_id: None,
             arrival_date: None,
             recipients: Vec::new(),
+            remedies: Vec::new(),
             original: None,
             ret: Return::Headers,
             full_cap: DEFAULT_FULL_RETURN_CAP,
@@ -130,9 +134,20 @@ impl<'a> DsnBuilder<'a> {
         self
     }
 
-    /// Adds a recipient's report (at least one is required).
+    /// Adds a recipient's report (at least one is required). The explanation's "What to
+    /// do" comes from classifying its diagnostic.
     pub fn recipient(mut self, status: RecipientStatus) -> Self {
         self.recipients.push(status);
+        self.remedies.push(None);
+        self
+    }
+
+    /// Adds a recipient's report whose explanation gives `remedy` as "What to do" (for a
+    /// sender that knows more than the diagnostic says, e.g. the failure's category was
+    /// decided by the sender's own queue, not by a reply).
+    pub fn recipient_with_remedy(mut self, status: RecipientStatus, remedy: &str) -> Self {
+        self.recipients.push(status);
+        self.remedies.push(Some(remedy.to_owned()));
         self
     }
 
@@ -259,7 +274,12 @@ impl<'a> DsnBuilder<'a> {
         out.push_str("\r\nThis is a MIME-formatted delivery status notification.\r\n");
 
         // 1. The human-readable explanation.
-        let human = explanation(self.reporting_mta, &self.recipients, any_failed);
+        let human = explanation(
+            self.reporting_mta,
+            &self.recipients,
+            &self.remedies,
+            any_failed,
+        );
         let _ = write!(out, "\r\n--{boundary}\r\n");
         let charset = if human.is_ascii() {
             "us-ascii"
@@ -477,7 +497,12 @@ fn recipient_fields(out: &mut String, r: &RecipientStatus) {
     }
 }
 
-fn explanation(host: &str, recipients: &[RecipientStatus], any_failed: bool) -> String {
+fn explanation(
+    host: &str,
+    recipients: &[RecipientStatus],
+    remedies: &[Option<String>],
+    any_failed: bool,
+) -> String {
     let mut t = String::new();
     let _ = writeln!(t, "This is the mail relay at {host}.");
     t.push('\n');
@@ -488,7 +513,7 @@ fn explanation(host: &str, recipients: &[RecipientStatus], any_failed: bool) -> 
             "This is a report on your message's delivery; no action is needed unless noted.\n",
         );
     }
-    for r in recipients {
+    for (i, r) in recipients.iter().enumerate() {
         t.push('\n');
         let c = r.classify();
         let what = match r.action {
@@ -517,7 +542,9 @@ fn explanation(host: &str, recipients: &[RecipientStatus], any_failed: bool) -> 
             );
         }
         if r.action == Action::Failed || r.action == Action::Delayed {
-            wrap(&mut t, "    ", &format!("What to do: {}", c.remedy));
+            let remedy = remedies.get(i).and_then(Option::as_deref).map(clean);
+            let remedy = remedy.as_deref().unwrap_or(c.remedy);
+            wrap(&mut t, "    ", &format!("What to do: {remedy}"));
         }
     }
     t.push('\n');
@@ -587,6 +614,34 @@ mod tests {
         let mut s = String::new();
         header(&mut s, "Subject", "hi\r\nBcc: evil@example.com");
         assert_eq!(s, "Subject: hi  Bcc: evil@example.com\r\n");
+    }
+
+    #[test]
+    fn remedy_override_replaces_the_classifier_s() {
+        let status = |a: &str| {
+            RecipientStatus::new(a, Action::Failed, "5.3.0".parse().unwrap())
+                .with_smtp_diagnostic("550 5.3.0 Returned by the administrator")
+        };
+        let dsn = super::super::DeliveryReport::builder("relay.example")
+            .to("s@example.com")
+            .date("Thu, 01 Jan 1970 00:00:00 +0000")
+            .message_id("x", "relay.example")
+            .boundary("=_b")
+            .recipient_with_remedy(status("a@example.com"), "Ask the\r\nadministrator.")
+            .recipient(status("b@example.com"))
+            .build()
+            .unwrap();
+        let text = String::from_utf8(dsn.message).unwrap();
+        assert!(
+            text.contains("What to do: Ask the administrator.\r\n"),
+            "{text}"
+        );
+        let classified = status("b@example.com").classify().remedy;
+        let first_words = classified.split(' ').take(3).collect::<Vec<_>>().join(" ");
+        assert!(
+            text.contains(&format!("What to do: {first_words}")),
+            "{text}"
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use postern_ndr::BuiltDsn;
 use serde::Deserialize;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -32,7 +33,7 @@ pub use self::control::{ADMIN_BOUNCE_CATEGORY, ADMIN_BOUNCE_REPLY, QueueControl,
 use crate::delivery::{RcptOutcome, Transport, build_bounce};
 use crate::router::Router;
 use crate::spool::{
-    ClientInfo, Envelope, FinalOutcome, MessageState, Recipient, RecoveredMessage, Spool,
+    ClientInfo, Envelope, FinalOutcome, MessageState, Recipient, RecoveredMessage, Ret, Spool,
     SpoolError, SpooledMessage,
 };
 
@@ -474,58 +475,66 @@ async fn send_dsn(
     let env = msg.envelope();
     let bounce_id = msg.id().bounce(state.dsn_seq);
     if env.mail_from.is_some() && !ctx.spool.contains(&bounce_id).await {
-        let failed: Vec<(usize, String, bool)> = state
-            .dsn_pending
-            .iter()
-            .map(|&i| {
-                let r = &state.recipients[i];
-                let (reason, expired) = match &r.outcome {
-                    Some(FinalOutcome::Failed {
-                        reason, expired, ..
-                    }) => (reason.clone(), *expired),
-                    _ => (r.last_reply.clone().unwrap_or_default(), false),
-                };
-                (i, reason, expired)
-            })
-            .collect();
-        let refs: Vec<(usize, &str, bool)> = failed
-            .iter()
-            .map(|(i, r, e)| (*i, r.as_str(), *e))
-            .collect();
-        let headers = original_headers(msg).await;
-        let body = build_bounce(
+        let original = original_for_dsn(msg).await;
+        let built = build_bounce(
             msg.id(),
             env,
-            &refs,
-            &headers,
+            state,
+            &original,
             &ctx.cfg.hostname,
             SystemTime::now(),
         );
-        let client = ClientInfo::new(
-            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-            ctx.cfg.hostname.clone(),
-            "bounce",
-        );
-        let sender = env.mail_from.clone().unwrap_or_default();
-        let bounce_env = Envelope::new(None, vec![Recipient::new(sender.clone())], client);
-        ctx.spool.store(bounce_id.clone(), bounce_env, body).await?;
-        ctx.spool.metrics().bounce_queued();
-        tracing::info!(queue_id = %msg.id(), bounce_id = %bounce_id, to = %sender, recipients = failed.len(), "failure notice queued");
+        match built {
+            Ok(Some(dsn)) => {
+                let client = ClientInfo::new(
+                    std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                    ctx.cfg.hostname.clone(),
+                    "bounce",
+                );
+                // From the null sender (`BuiltDsn::MAIL_FROM`), so it never bounces again.
+                const _: () = assert!(BuiltDsn::MAIL_FROM.is_empty());
+                let bounce_env =
+                    Envelope::new(None, vec![Recipient::new(dsn.rcpt_to.clone())], client);
+                ctx.spool
+                    .store(bounce_id.clone(), bounce_env, dsn.message)
+                    .await?;
+                ctx.spool.metrics().bounce_queued();
+                tracing::info!(queue_id = %msg.id(), bounce_id = %bounce_id, to = %dsn.rcpt_to, recipients = state.dsn_pending.len(), "failure notice queued");
+            }
+            Ok(None) => {
+                tracing::info!(queue_id = %msg.id(), "no failure notice: no recipient asked for one");
+            }
+            Err(e) => {
+                // Inputs the builder refuses do not change on a retry: give up on the notice
+                // (the failures themselves are final and logged).
+                tracing::error!(queue_id = %msg.id(), from = env.mail_from_display(), error = %e, "cannot build failure notice; the sender is not notified");
+                for &i in &state.dsn_pending {
+                    if let Some(FinalOutcome::Failed { notified, .. }) =
+                        &mut state.recipients[i].outcome
+                    {
+                        *notified = false;
+                    }
+                }
+            }
+        }
     }
     state.dsn_seq += 1;
     state.dsn_pending.clear();
     Ok(())
 }
 
-/// The header block of the original message (at most 64 KiB), for the notice.
-async fn original_headers(msg: &SpooledMessage) -> Vec<u8> {
+/// The original message for the notice: its first 64 KiB (the header block is taken from
+/// it), or for `RET=FULL` up to one byte past the full-return cap (a longer message returns
+/// its headers only).
+async fn original_for_dsn(msg: &SpooledMessage) -> Vec<u8> {
     use tokio::io::AsyncReadExt;
+    let limit = match msg.envelope().ret {
+        Some(Ret::Full) => postern_ndr::DEFAULT_FULL_RETURN_CAP + 1,
+        _ => 64 * 1024,
+    };
     let mut out = Vec::new();
     if let Ok(r) = msg.open_body().await {
-        let _ = r.take(64 * 1024).read_to_end(&mut out).await;
-    }
-    if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
-        out.truncate(end + 2);
+        let _ = r.take(limit as u64).read_to_end(&mut out).await;
     }
     out
 }
