@@ -276,3 +276,45 @@ async fn concurrent_commits_share_directory_fsyncs_and_all_land() {
     got.sort();
     assert_eq!(got, all);
 }
+
+#[tokio::test]
+async fn delivered_files_are_reused_cut_to_length_and_dropped_at_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SpoolConfig::new(dir.path());
+    let (spool, _) = Spool::open(&cfg).await.unwrap();
+    let mut inc = spool.receive(envelope(&["a@fabrikam.com"])).await.unwrap();
+    inc.write(&b"long body line\r\n".repeat(500)).await.unwrap();
+    let first = inc.commit().await.unwrap();
+    spool.mark_in_flight(&first, &[0]).await;
+    spool.remove(&first).await.unwrap();
+    let free = dir.path().join("free");
+    assert_eq!(files(&free).len(), 1, "the delivered file waits for reuse");
+
+    // The next message overwrites it: shorter, so the file must be cut to length, and the
+    // old message's in-flight note must not follow it.
+    let mut rx = spool.subscribe();
+    let mut inc = spool.receive(envelope(&["b@fabrikam.com"])).await.unwrap();
+    inc.write(b"short\r\n").await.unwrap();
+    let second = inc.commit().await.unwrap();
+    assert!(files(&free).is_empty());
+    let msg = rx.recv().await.unwrap();
+    assert_eq!(msg.read_body().await.unwrap(), b"short\r\n");
+    let path = dir.path().join("queue").join(format!("{second}.msg"));
+    assert_eq!(mode(&path), 0o600);
+    drop(spool);
+    let (spool, rec) = Spool::open(&cfg).await.unwrap();
+    assert_eq!(rec.messages.len(), 1);
+    assert_eq!(rec.messages[0].message.id(), &second);
+    assert!(rec.messages[0].possible_duplicates.is_empty());
+    assert_eq!(
+        rec.messages[0].message.read_body().await.unwrap(),
+        b"short\r\n"
+    );
+
+    // Files freed by an earlier process are deleted, never reused.
+    spool.remove(&second).await.unwrap();
+    assert_eq!(files(&free).len(), 1);
+    drop(spool);
+    let _ = Spool::open(&cfg).await.unwrap();
+    assert!(files(&free).is_empty());
+}

@@ -84,7 +84,8 @@ pub fn inspect_one(root: &Path, id: &QueueId) -> Result<Option<InspectedMessage>
         Err(e) if e.kind() == io::ErrorKind::NotFound => MessageState::new(n),
         Err(e) => return Err(SpoolError::io("read", &state_path, e)),
     };
-    let in_flight = dir.join(format!("{id}.inflight")).exists();
+    let in_flight = dir.join(format!("{id}.inflight")).exists()
+        || super::read_xattr_note(&dir.join(format!("{id}.msg"))).is_some();
     Ok(Some(InspectedMessage {
         message,
         state,

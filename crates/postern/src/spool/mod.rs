@@ -12,8 +12,10 @@
 //!   queue/<id>.msg          a committed message (0600)
 //!   queue/<id>.state        its per-recipient delivery state, once there was an attempt
 //!   queue/<id>.state.tmp    a state being replaced (discarded at recovery)
-//!   queue/<id>.inflight     recipients handed to a route whose outcome is not yet recorded
+//!   queue/<id>.inflight     recipients handed to a route whose outcome is not yet recorded,
+//!                           where the file system has no user extended attributes
 //!   corrupt/                unreadable or truncated files, moved aside at recovery
+//!   free/<n>                files of delivered messages kept for reuse (emptied at start)
 //! ```
 //!
 //! # Message file format, version 1
@@ -32,7 +34,12 @@
 //!
 //! A message smaller than [`SpoolConfig::spill_threshold`] (default 256 KiB) stays in memory
 //! until [`Incoming::commit`], which writes it with one blocking task: create `<id>.tmp`
-//! (0600), write, `fdatasync`, rename to `<id>.msg`. A larger one is streamed into `<id>.tmp`
+//! (0600), write, `fdatasync`, rename to `<id>.msg`. When a delivered message's file is waiting
+//! in `free/`, that file is overwritten (and cut to length) instead of creating one, and renamed
+//! from there: a relay under load then allocates and frees no inode per message, which is most
+//! of what file creation costs the kernel (ext4 scans past every inode freed in the last 30
+//! seconds when it allocates one without a journal). `free/` is emptied at start, so a file is
+//! only reused by the process that freed it. A larger one is streamed into `<id>.tmp`
 //! in threshold-sized chunks, so memory does not grow with message size. The rename is made
 //! durable by an fsync of `queue/` that is shared by every commit renamed before it started
 //! (group commit), so concurrent sessions pay for one directory fsync between them.
@@ -45,9 +52,12 @@
 //!
 //! After each attempt that changes it, the [`MessageState`] of a message is replaced
 //! atomically (`<id>.state.tmp`, fsync, rename, directory fsync). Before an attempt the
-//! recipients handed to the route are noted in `<id>.inflight` (not fsync'ed: it only serves
-//! to log a *possible duplicate* when the process dies between the upstream's `250` and the
-//! state update). When every recipient has a final outcome the files are deleted.
+//! recipients handed to the route are noted in the `user.postern.inflight` extended attribute
+//! of `<id>.msg` (or in `<id>.inflight` where the file system has no user extended attributes;
+//! neither is fsync'ed: the note only serves to log a *possible duplicate* when the process dies
+//! between the upstream's `250` and the state update). When every recipient has a final
+//! outcome the files are deleted (the message file is moved to `free/` for reuse, up to
+//! [`FREE_FILES`] of them), and the directory is fsync'ed (group commit).
 
 mod dirsync;
 mod envelope;
@@ -80,6 +90,10 @@ const MAGIC: &[u8; 16] = b"POSTERN-SPOOL/1 ";
 const HEADER_LEN: usize = 48;
 /// How long after running out of space [`Spool::receive`] refuses new messages outright.
 const FULL_BACKOFF: Duration = Duration::from_secs(2);
+/// Files of delivered messages kept in `free/` for reuse by the next messages.
+pub const FREE_FILES: usize = 256;
+/// The extended attribute holding a message's in-flight note.
+const INFLIGHT_XATTR: &str = "user.postern.inflight";
 
 /// Spool settings (the `[spool]` table of the configuration).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -130,15 +144,74 @@ struct Inner {
     root: PathBuf,
     queue_dir: PathBuf,
     spill_threshold: usize,
-    dirsync: DirSync,
+    dirsync: Arc<DirSync>,
     sink: Mutex<Option<mpsc::UnboundedSender<SpooledMessage>>>,
     full_at: Mutex<Option<Instant>>,
     metrics: Arc<crate::metrics::Metrics>,
+    free_dir: PathBuf,
+    /// Files in `free/` ready for reuse, and the next free file number.
+    free: Mutex<(Vec<PathBuf>, u64)>,
+    /// The file system refused user extended attributes: in-flight notes are files.
+    no_xattr: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
     fn file(&self, id: &QueueId, ext: &str) -> PathBuf {
         self.queue_dir.join(format!("{id}.{ext}"))
+    }
+
+    /// A freed message file to overwrite, if one is waiting.
+    fn take_free(&self) -> Option<PathBuf> {
+        lock(&self.free).0.pop()
+    }
+
+    /// Retires a finished message's file: moved to `free/` for reuse while fewer than
+    /// [`FREE_FILES`] wait there, else deleted. Blocking.
+    fn retire(&self, msg: &Path) -> io::Result<()> {
+        let slot = {
+            let mut free = lock(&self.free);
+            (free.0.len() < FREE_FILES).then(|| {
+                free.1 += 1;
+                self.free_dir.join(free.1.to_string())
+            })
+        };
+        let Some(slot) = slot else {
+            return fs::remove_file(msg);
+        };
+        fs::rename(msg, &slot)?;
+        lock(&self.free).0.push(slot);
+        Ok(())
+    }
+
+    fn use_xattr(&self) -> bool {
+        !self.no_xattr.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Writes the in-flight note of `id`. Blocking.
+    fn note_in_flight(&self, id: &QueueId, body: &[u8]) -> io::Result<()> {
+        if self.use_xattr() {
+            let msg = self.file(id, "msg");
+            match rustix::fs::setxattr(&msg, INFLIGHT_XATTR, body, rustix::fs::XattrFlags::empty())
+            {
+                Ok(()) => return Ok(()),
+                Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::PERM => {
+                    tracing::info!(error = %e, "no user extended attributes in the spool: in-flight notes are files");
+                    self.no_xattr
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        create_0600_truncate(&self.file(id, "inflight")).and_then(|mut f| f.write_all(body))
+    }
+
+    /// Clears the in-flight note of `id` (the message file stays). Blocking.
+    fn clear_in_flight(&self, id: &QueueId) {
+        if self.use_xattr() {
+            let _ = rustix::fs::removexattr(self.file(id, "msg"), INFLIGHT_XATTR);
+        } else {
+            remove_if_exists(&self.file(id, "inflight"));
+        }
     }
 
     fn note_error(&self, e: &SpoolError) {
@@ -249,7 +322,8 @@ impl Spool {
         })?;
         let tmp = self.inner.file(id, "state.tmp");
         let dst = self.inner.file(id, "state");
-        let inflight = self.inner.file(id, "inflight");
+        let inner = Arc::clone(&self.inner);
+        let id2 = id.clone();
         let res = tokio::task::spawn_blocking(move || -> Result<(), SpoolError> {
             let r = (|| {
                 let mut f = create_0600(&tmp).map_err(|e| SpoolError::io("create", &tmp, e))?;
@@ -263,7 +337,7 @@ impl Spool {
                 let _ = fs::remove_file(&tmp);
             }
             r?;
-            remove_if_exists(&inflight);
+            inner.clear_in_flight(&id2);
             Ok(())
         })
         .await?;
@@ -277,11 +351,12 @@ impl Spool {
     /// Notes (best effort, not fsync'ed) that `rcpts` of `id` are being handed to a route, so
     /// that a crash before [`Spool::save_state`] is logged as a possible duplicate.
     pub async fn mark_in_flight(&self, id: &QueueId, rcpts: &[usize]) {
-        let path = self.inner.file(id, "inflight");
+        let inner = Arc::clone(&self.inner);
+        let id = id.clone();
         let body = serde_json::to_vec(rcpts).unwrap_or_default();
         let _ = tokio::task::spawn_blocking(move || {
-            if let Err(e) = create_0600_truncate(&path).and_then(|mut f| f.write_all(&body)) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot note in-flight recipients");
+            if let Err(e) = inner.note_in_flight(&id, &body) {
+                tracing::warn!(queue_id = %id, error = %e, "cannot note in-flight recipients");
             }
         })
         .await;
@@ -292,19 +367,23 @@ impl Spool {
         let msg = self.inner.file(id, "msg");
         let state = self.inner.file(id, "state");
         let inflight = self.inner.file(id, "inflight");
+        let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || -> Result<(), SpoolError> {
-            match fs::remove_file(&msg) {
+            match inner.retire(&msg) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(SpoolError::io("remove", &msg, e)),
             }
             remove_if_exists(&state);
-            remove_if_exists(&inflight);
-            Ok(())
+            if !inner.use_xattr() {
+                remove_if_exists(&inflight);
+            }
+            // On this thread: one hop to the blocking pool per message, not two.
+            inner.dirsync.sync_grouped()
         })
         .await??;
         self.inner.metrics.unspooled(id);
-        self.inner.dirsync.sync().await
+        Ok(())
     }
 
     /// Stores a whole message in one call (used for bounces): the same path as
@@ -328,6 +407,22 @@ fn remove_if_exists(path: &Path) {
     {
         tracing::warn!(path = %path.display(), error = %e, "cannot remove spool file");
     }
+}
+
+/// Writes a whole message over a freed message file and renames it to `dst`: no inode is
+/// allocated. The file is cut to length and fdatasync'ed before the rename.
+fn overwrite(inner: &Inner, free: &Path, prefix: &[u8], body: &[u8], dst: &Path) -> io::Result<()> {
+    let mut f = OpenOptions::new().write(true).open(free)?;
+    if inner.use_xattr() {
+        // The note of the message this file held.
+        let _ = rustix::fs::fremovexattr(&f, INFLIGHT_XATTR);
+    }
+    f.write_all(prefix)?;
+    f.write_all(body)?;
+    f.set_len((prefix.len() + body.len()) as u64)?;
+    f.sync_data()?;
+    drop(f);
+    fs::rename(free, dst)
 }
 
 fn create_0600(path: &Path) -> io::Result<File> {
@@ -368,8 +463,17 @@ fn open_blocking(cfg: &SpoolConfig) -> Result<(Spool, Recovered), SpoolError> {
     make_dir_0700(&root)?;
     let queue_dir = root.join("queue");
     let corrupt_dir = root.join("corrupt");
+    let free_dir = root.join("free");
     make_dir_0700(&queue_dir)?;
     make_dir_0700(&corrupt_dir)?;
+    make_dir_0700(&free_dir)?;
+    // Files freed by a previous process are never reused: after a crash one could still be
+    // linked in queue/ too.
+    if let Ok(entries) = fs::read_dir(&free_dir) {
+        for e in entries.flatten() {
+            remove_if_exists(&e.path());
+        }
+    }
 
     let mut recovered = Recovered::default();
     let mut msgs: Vec<(QueueId, PathBuf)> = Vec::new();
@@ -449,11 +553,14 @@ fn open_blocking(cfg: &SpoolConfig) -> Result<(Spool, Recovered), SpoolError> {
             },
         };
         let mut possible_duplicates = Vec::new();
-        if let Some(ip) = inflight.remove(&id) {
-            let rcpts: Vec<usize> = fs::read(&ip)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_else(|| (0..n).collect());
+        let note_file = inflight.remove(&id);
+        let note = match &note_file {
+            Some(ip) => Some(fs::read(ip).unwrap_or_default()),
+            None => read_xattr_note(&path),
+        };
+        if let Some(note) = note {
+            let rcpts: Vec<usize> =
+                serde_json::from_slice(&note).unwrap_or_else(|_| (0..n).collect());
             for i in rcpts {
                 if i < n && state.recipients[i].outcome.is_none() {
                     tracing::warn!(
@@ -464,7 +571,12 @@ fn open_blocking(cfg: &SpoolConfig) -> Result<(Spool, Recovered), SpoolError> {
                     possible_duplicates.push(i);
                 }
             }
-            remove_if_exists(&ip);
+            match &note_file {
+                Some(ip) => remove_if_exists(ip),
+                None => {
+                    let _ = rustix::fs::removexattr(&path, INFLIGHT_XATTR);
+                }
+            }
         }
         if state.is_finished() {
             // Finished but not yet removed when the process stopped.
@@ -489,7 +601,7 @@ fn open_blocking(cfg: &SpoolConfig) -> Result<(Spool, Recovered), SpoolError> {
         changed = true;
     }
 
-    let dirsync = DirSync::new(queue_dir.clone())?;
+    let dirsync = Arc::new(DirSync::new(queue_dir.clone())?);
     if changed {
         dirsync.sync_blocking()?;
     }
@@ -502,6 +614,9 @@ fn open_blocking(cfg: &SpoolConfig) -> Result<(Spool, Recovered), SpoolError> {
             sink: Mutex::new(None),
             full_at: Mutex::new(None),
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            free_dir,
+            free: Mutex::new((Vec::new(), 0)),
+            no_xattr: std::sync::atomic::AtomicBool::new(false),
         }),
     };
     for m in &recovered.messages {
@@ -511,6 +626,15 @@ fn open_blocking(cfg: &SpoolConfig) -> Result<(Spool, Recovered), SpoolError> {
             .recovered(msg.id(), msg.envelope().received_at);
     }
     Ok((spool, recovered))
+}
+
+/// The in-flight note kept in a message file's extended attribute, if any.
+pub(crate) fn read_xattr_note(path: &Path) -> Option<Vec<u8>> {
+    // A note lists recipient indexes: a few bytes each; 64 KiB is far more than any.
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = rustix::fs::getxattr(path, INFLIGHT_XATTR, &mut buf[..]).ok()?;
+    buf.truncate(n);
+    Some(buf)
 }
 
 fn read_message(id: &QueueId, path: &Path) -> Result<SpooledMessage, SpoolError> {
@@ -675,8 +799,23 @@ impl Incoming {
         let dst = self.spool.file(&self.id, "msg");
         self.tmp_created = true;
         let (tmp2, dst2) = (tmp.clone(), dst.clone());
-        let res = tokio::task::spawn_blocking(move || -> Result<(), SpoolError> {
+        let inner = Arc::clone(&self.spool);
+        // `Err`: nothing was renamed; `Ok(Err)`: renamed, but the directory fsync failed.
+        let res = tokio::task::spawn_blocking(move || -> Result<Result<(), SpoolError>, SpoolError> {
             let (tmp, dst) = (tmp2, dst2);
+            if file.is_none()
+                && let Some(free) = inner.take_free()
+            {
+                match overwrite(&inner, &free, &prefix, &buf, &dst) {
+                    // On this thread: one hop to the blocking pool per message, not two.
+                    Ok(()) => return Ok(inner.dirsync.sync_grouped()),
+                    // A damaged free file is not worth an error: drop it, create a new one.
+                    Err(e) => {
+                        tracing::debug!(path = %free.display(), error = %e, "cannot reuse a free spool file");
+                        remove_if_exists(&free);
+                    }
+                }
+            }
             let f = match file {
                 None => {
                     let mut f = create_0600(&tmp).map_err(|e| SpoolError::io("create", &tmp, e))?;
@@ -697,11 +836,20 @@ impl Incoming {
             f.sync_data()
                 .map_err(|e| SpoolError::io("fsync", &tmp, e))?;
             drop(f);
-            fs::rename(&tmp, &dst).map_err(|e| SpoolError::io("rename", &dst, e))
+            fs::rename(&tmp, &dst).map_err(|e| SpoolError::io("rename", &dst, e))?;
+            Ok(inner.dirsync.sync_grouped())
         })
         .await;
         match res {
-            Ok(Ok(())) => {}
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => {
+                // The .tmp is now the .msg; the directory is not synced, so it is not
+                // acknowledged.
+                self.tmp_created = false;
+                let _ = fs::remove_file(&dst);
+                self.finished = true;
+                return Err(e);
+            }
             Ok(Err(e)) => {
                 self.spool.note_error(&e);
                 self.discard();
@@ -712,13 +860,7 @@ impl Incoming {
                 return Err(e.into());
             }
         }
-        // The .tmp is now the .msg; until the directory is synced it is not acknowledged.
         self.tmp_created = false;
-        if let Err(e) = self.spool.dirsync.sync().await {
-            let _ = fs::remove_file(&dst);
-            self.finished = true;
-            return Err(e);
-        }
         self.finished = true;
         self.spool
             .metrics
@@ -760,6 +902,33 @@ impl Drop for Incoming {
     fn drop(&mut self) {
         if !self.finished {
             self.discard();
+        }
+    }
+}
+
+/// Messages up to this size are read whole by [`SpooledMessage::open_body`] (256 KiB).
+pub const SMALL_BODY: u64 = 256 * 1024;
+
+/// The bytes of a spooled message ([`SpooledMessage::open_body`]): from memory for a small
+/// message, streamed from its file for a large one.
+#[derive(Debug)]
+pub struct BodyReader(BodyInner);
+
+#[derive(Debug)]
+enum BodyInner {
+    Memory(io::Cursor<Vec<u8>>),
+    File(tokio::io::Take<tokio::fs::File>),
+}
+
+impl tokio::io::AsyncRead for BodyReader {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match &mut self.0 {
+            BodyInner::Memory(c) => std::pin::Pin::new(c).poll_read(cx, buf),
+            BodyInner::File(f) => std::pin::Pin::new(f).poll_read(cx, buf),
         }
     }
 }
@@ -806,18 +975,28 @@ impl SpooledMessage {
     }
 
     /// Opens the message bytes for streaming (positioned at the first byte, limited to the
-    /// message length).
-    pub async fn open_body(&self) -> io::Result<tokio::io::Take<tokio::fs::File>> {
-        use tokio::io::AsyncReadExt;
+    /// message length). A message of at most [`SMALL_BODY`] bytes is read whole in the same
+    /// trip to the blocking pool and served from memory, so delivering it costs one hop, not
+    /// one per read; a larger one is streamed from the file.
+    pub async fn open_body(&self) -> io::Result<BodyReader> {
         let this = self.clone();
-        let f = tokio::task::spawn_blocking(move || {
+        let small = self.0.body_len <= SMALL_BODY;
+        tokio::task::spawn_blocking(move || {
             let mut f = File::open(&this.0.path)?;
+            if small {
+                let len = usize::try_from(this.0.body_len).map_err(io::Error::other)?;
+                let mut body = vec![0u8; len];
+                f.read_exact_at(&mut body, this.0.body_offset)?;
+                return Ok(BodyReader(BodyInner::Memory(io::Cursor::new(body))));
+            }
             f.seek(SeekFrom::Start(this.0.body_offset))?;
-            Ok::<_, io::Error>(f)
+            use tokio::io::AsyncReadExt;
+            Ok(BodyReader(BodyInner::File(
+                tokio::fs::File::from_std(f).take(this.0.body_len),
+            )))
         })
         .await
-        .map_err(io::Error::other)??;
-        Ok(tokio::fs::File::from_std(f).take(self.0.body_len))
+        .map_err(io::Error::other)?
     }
 
     /// Reads the whole message into memory (for small messages and tests).
