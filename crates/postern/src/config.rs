@@ -313,6 +313,37 @@ impl Config {
         if self.spool.path.as_os_str().is_empty() {
             return Err(("spool.path".into(), "must not be empty".into()));
         }
+        self.check_open_relay()
+    }
+
+    /// Invariant 3 at start: refuses allowed networks with public addresses on a listener
+    /// reachable from elsewhere (not loopback, no `require_auth`), unless
+    /// `policy.i_know_this_is_an_open_relay` says so.
+    fn check_open_relay(&self) -> Result<(), (String, String)> {
+        if self.policy.i_know_this_is_an_open_relay {
+            return Ok(());
+        }
+        let Some(listener) = self
+            .listeners
+            .iter()
+            .find(|l| !l.require_auth && !l.bind.ip().is_loopback())
+        else {
+            return Ok(());
+        };
+        for (j, net) in self.policy.allowed_networks.iter().enumerate() {
+            if !is_private_network(net) {
+                return Err((
+                    format!("policy.allowed_networks[{j}]"),
+                    format!(
+                        "{net} holds public addresses and listener {:?} binds {} (not \
+                         loopback, no require_auth): this would be an open relay for them; \
+                         list only your LAN networks, set require_auth on the listener, or \
+                         set policy.i_know_this_is_an_open_relay = true",
+                        listener.name, listener.bind
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -326,6 +357,25 @@ impl Config {
             })
             .collect()
     }
+}
+
+/// Whether every address of `net` is private, loopback, link-local or shared (CGNAT) space:
+/// RFC 1918, RFC 6598, RFC 3927, RFC 4193, and the loopback ranges.
+fn is_private_network(net: &ipnet::IpNet) -> bool {
+    const PRIVATE: &[&str] = &[
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "127.0.0.0/8",
+        "fc00::/7",
+        "fe80::/10",
+        "::1/128",
+    ];
+    PRIVATE
+        .iter()
+        .any(|p| p.parse::<ipnet::IpNet>().is_ok_and(|p| p.contains(net)))
 }
 
 /// Parses a duration such as `"90s"`, `"15m"`, `"4h"`, `"5d"` or `"250ms"` (a bare number is
@@ -402,6 +452,33 @@ mod tests {
         assert!(e.starts_with("c.toml:1: syntax error"), "{e}");
         let e = err(&BASE.replace("default_routes = [\"out\"]", "default_routes = []"));
         assert!(e.starts_with("c.toml:1: default_routes: no route"), "{e}");
+    }
+
+    #[test]
+    fn open_relay_on_a_public_address_is_refused_unless_acknowledged() {
+        let public = BASE.replace("127.0.0.1:25", "0.0.0.0:25");
+        for net in ["0.0.0.0/0", "::/0", "203.0.113.0/24", "192.168.0.0/15"] {
+            let text =
+                format!("{public}[policy]\nallowed_networks = [\"10.0.0.0/8\", \"{net}\"]\n");
+            let e = err(&text);
+            assert!(
+                e.starts_with("c.toml:9: policy.allowed_networks[1]: ") && e.contains("open relay"),
+                "{net}: {e}"
+            );
+            let ok = format!("{text}i_know_this_is_an_open_relay = true\n");
+            assert!(Config::from_toml(&ok, "c.toml").is_ok(), "{net}");
+            // Loopback listeners, or AUTH required, are not open to the world.
+            assert!(Config::from_toml(&text.replace("0.0.0.0:25", "127.0.0.1:25"), "c").is_ok());
+            let auth = text.replace(
+                "bind = \"0.0.0.0:25\"\n",
+                "bind = \"0.0.0.0:25\"\nrequire_auth = true\n",
+            );
+            assert!(Config::from_toml(&auth, "c").is_ok(), "{net}");
+        }
+        let lan = format!(
+            "{public}[policy]\nallowed_networks = [\"10.1.0.0/16\", \"192.168.1.7\", \"fd00::/8\"]\n"
+        );
+        assert!(Config::from_toml(&lan, "c.toml").is_ok());
     }
 
     #[test]

@@ -280,6 +280,12 @@ pub struct PolicyConfig {
     /// Default none.
     #[serde(default)]
     pub accounts_file: Option<PathBuf>,
+    /// Start even though `allowed_networks` holds public addresses (or everything,
+    /// `0.0.0.0/0`, `::/0`) while a listener without `require_auth` binds a non-loopback
+    /// address: that makes the relay open to those addresses. Default `false`: such a
+    /// configuration is refused at start (invariant 3).
+    #[serde(default)]
+    pub i_know_this_is_an_open_relay: bool,
 }
 
 /// A password hash in PHC string format (`$argon2id$v=19$...`). Never printed.
