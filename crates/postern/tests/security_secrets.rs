@@ -227,3 +227,106 @@ async fn a_wrong_client_secret_defers_and_names_the_cause() {
         .unwrap();
     relay.shutdown().await;
 }
+
+/// Every long string in a JSON document (the refresh and access tokens of a token store).
+fn long_strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) if s.len() >= 32 => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| long_strings(x, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| long_strings(x, out)),
+        _ => {}
+    }
+}
+
+/// A delegated identity: the refresh-token store is 0600 and the only file holding the
+/// refresh token; neither it nor the access tokens reach the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_refresh_token_store_is_private_and_the_only_place_tokens_live() {
+    use std::sync::Arc;
+
+    use postern_entra::{Authority, FileStore, OAuthClient, ReqwestClient, TokenCache};
+
+    let logs = logs();
+    let cloud = Cloud::start().await;
+    let dir = Dir::new();
+    let store = dir.path().join("tokens.json");
+    let ca = dir.write("entra-ca-delegated.pem", &cloud.entra.ca_pem());
+    // The administrator's one-off sign-in (device code), stored as `relay token` does.
+    let scope = "https://outlook.office.com/SMTP.Send offline_access";
+    let http = ReqwestClient::builder()
+        .extra_ca_pem(cloud.entra.ca_pem())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let client = OAuthClient::builder(
+        Authority::microsoft(&cloud.entra.authority()).unwrap(),
+        TENANT,
+        PUBLIC_APP,
+    )
+    .http_client(Arc::new(http))
+    .build()
+    .unwrap();
+    let device = client.request_device_code(scope).await.unwrap();
+    assert!(cloud.entra.approve_device_code(&device.user_code, MAILBOX));
+    let resp = client.poll_device_code(&device).await.unwrap();
+    TokenCache::new(Arc::new(FileStore::new(&store)))
+        .seed(
+            &client,
+            scope,
+            Some(MAILBOX),
+            &resp,
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+    let mut secrets = Vec::new();
+    let read = |secrets: &mut Vec<String>| {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&store).unwrap()).unwrap();
+        long_strings(&v, secrets);
+    };
+    read(&mut secrets);
+    assert!(!secrets.is_empty(), "the store holds a refresh token");
+
+    let route = cloud.toml(&dir, "");
+    let route = route[..route.find("[identities.app]").unwrap()].to_owned();
+    let identity = format!(
+        "[identities.app]\nauthority = \"{}\"\ntenant = \"{TENANT}\"\nclient_id = \"{PUBLIC_APP}\"\n\
+         refresh_token_store = \"{}\"\nca_file = \"{}\"\n",
+        cloud.entra.authority(),
+        store.display(),
+        ca.display()
+    );
+    let text = dir.toml("m365", "", &format!("{route}{identity}"));
+    let relay = start(dir.config(&text)).await;
+    let r = submit(
+        relay.local_addrs()[0],
+        MAILBOX,
+        &["reception@contoso.com"],
+        &message(MAILBOX, "delegated"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.0, 250);
+    cloud
+        .exo
+        .recorder()
+        .wait_for(1, Duration::from_secs(20))
+        .await
+        .unwrap();
+    relay.shutdown().await;
+
+    assert_eq!(mode(&store), 0o600, "token store");
+    read(&mut secrets); // the rotated refresh token too
+    secrets.extend(cloud.seen_tokens.lock().unwrap().iter().cloned());
+    assert_absent(&logs.text(), &secrets, "the log");
+    for p in walk(dir.path()) {
+        if p == store {
+            continue;
+        }
+        let bytes = std::fs::read(&p).unwrap();
+        assert_absent(
+            &String::from_utf8_lossy(&bytes),
+            &secrets,
+            &p.display().to_string(),
+        );
+    }
+}

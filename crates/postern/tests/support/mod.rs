@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use postern::config::Config;
 use postern::{Relay, RelayHandle};
-use postern_testkit::entra::{App, EntraSim, Tenant};
+use postern_testkit::entra::{App, EntraSim, Tenant, User};
 use postern_testkit::exo::{Profile, SubmissionServer};
 use postern_testkit::org::{Mailbox, Organization, ServicePrincipal};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -34,6 +34,8 @@ pub const APP: &str = "6731de76-14a6-49ae-97bc-6eba6914391e";
 /// The app's client secret, as the operator stores it in `client-secret`.
 pub const CLIENT_SECRET: &str = "Kx8Q~reliability.s3cr3t.value";
 pub const MAILBOX: &str = "scanner@contoso.com";
+/// A public client (device code sign-in) for delegated tokens.
+pub const PUBLIC_APP: &str = "22222222-3333-4444-5555-666666666666";
 
 /// The environment variable that turns the entry test into the child relay.
 pub const CHILD_ENV: &str = "POSTERN_TEST_CHILD_CONFIG";
@@ -324,6 +326,8 @@ impl Cloud {
                     .secret(CLIENT_SECRET)
                     .app_role("https://outlook.office365.com", "SMTP.SendAsApp"),
             )
+            .app(App::public(PUBLIC_APP, TENANT))
+            .user(User::new(MAILBOX, TENANT).consent(PUBLIC_APP))
             .start()
             .await
             .unwrap();
