@@ -146,32 +146,45 @@ class Outbox:
         return time.monotonic()
 
 
-def session_usage(sid):
-    """CPU seconds used so far by every process of session `sid` (with the children each has
-    reaped), and the largest VmHWM among them, in bytes."""
-    cpu_ticks, hwm = 0, 0
+def tree_usage(root):
+    """CPU seconds used so far by `root` and every process descended from it (each with the
+    children it has reaped), and the largest VmHWM among them, in bytes. Postfix's master
+    starts its own session, so the process tree is followed, not the session."""
+    procs = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
             stat = open(f"/proc/{pid}/stat").read()
             fields = stat[stat.rindex(")") + 2:].split()
-            if int(fields[3]) != sid:  # field 6 of stat: the session id
-                continue
-            cpu_ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+            ticks = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+            procs[int(pid)] = (int(fields[1]), ticks)  # ppid
+        except (OSError, ValueError, IndexError):
+            continue
+    children = {}
+    for pid, (ppid, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    cpu_ticks, hwm, todo = 0, 0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in procs:
+            continue
+        cpu_ticks += procs[pid][1]
+        todo.extend(children.get(pid, []))
+        try:
             for line in open(f"/proc/{pid}/status"):
                 if line.startswith("VmHWM:"):
                     hwm = max(hwm, int(line.split()[1]) * 1024)
-        except (OSError, ValueError, IndexError):
-            continue
+        except OSError:
+            pass
     return cpu_ticks / CLK_TCK, hwm
 
 
 class Timed:
-    """A relay started in its own session under /usr/bin/time. CPU and peak RSS are read from
-    /proc for every process of the session just before the stop (Postfix's master does not
-    reap its daemons when it stops, so rusage alone would miss them), and /usr/bin/time's
-    peak RSS covers what ran and was reaped."""
+    """A relay started under /usr/bin/time. CPU and peak RSS are read from /proc for every
+    process descended from it just before the stop (Postfix's master does not reap its
+    daemons when it stops, so rusage alone would miss them), and /usr/bin/time's peak RSS
+    covers what ran and was reaped."""
 
     def __init__(self, argv, stop_argv=None, env=None, cwd=None):
         self.timefile = tempfile.NamedTemporaryFile(delete=False, suffix=".time").name
@@ -189,7 +202,7 @@ class Timed:
             return None
 
     def usage(self):
-        return session_usage(self.proc.pid)
+        return tree_usage(self.proc.pid)
 
     def stop(self):
         cpu, hwm = self.usage()
@@ -512,15 +525,19 @@ def main():
     results, big, idle = {}, {}, None
     try:
         for name, wl in workloads.items():
-            for system in systems:
-                runs = []
-                for i in range(repeat):
+            # Rounds interleave the systems, so a slow spell of the machine hits all of them.
+            runs = {system: [] for system in systems}
+            for i in range(repeat):
+                for system in systems:
                     r = run_one(system, wl, sink, args)
-                    runs.append(r)
+                    runs[system].append(r)
                     print(f"{name:24} {system:8} run {i + 1}: " +
                           " ".join(f"{k}={v:.2f}" for k, v in r.items()), flush=True)
+            for system in systems:
                 results.setdefault(name, {})[system] = {
-                    k: median(runs, k) for k in ("accepted", "e2e", "serial_ms", "cpu_ms", "rss_mb")}
+                    k: median(runs[system], k)
+                    for k in ("accepted", "e2e", "serial_ms", "cpu_ms", "rss_mb")}
+                results[name][system]["runs"] = runs[system]
         if args.big:
             for system in [s for s in systems if s != "ceiling"]:
                 big[system] = run_big(system, sink, args)

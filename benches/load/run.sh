@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end load benchmark: Postern vs Postfix, same machine, same run.
 #
-#   benches/load/run.sh            full run (about 15-25 minutes on 2 cores)
+#   benches/load/run.sh            full run (about 12 minutes on 2 cores; --big, --idle N add more)
 #   benches/load/run.sh --smoke    a few messages per workload, to check it still works
 #
 # Installs Postfix if missing (for smtp-source, smtp-sink and Postfix itself), builds a
