@@ -6,7 +6,13 @@
 //! cargo run -p postern-examples --example relay -- check-config --config relay.toml
 //! cargo run -p postern-examples --example relay -- queue list --config relay.toml    # or show ID, retry [ID], delete ID, bounce ID
 //! cargo run -p postern-examples --example relay -- login scanner@contoso.com --config relay.toml  # [--browser]
+//! cargo run -p postern-examples --example relay -- doctor --config relay.toml [--send-test you@contoso.com]
+//! cargo run -p postern-examples --example relay -- send --config relay.toml --route m365 \
+//!     --from scanner@contoso.com --to you@contoso.com [--subject S] [--body-file F] [--transcript]
 //! ```
+//!
+//! `doctor` prints one PASS / WARN / FAIL line per check and exits 0 only when nothing
+//! failed; `send` exits 0 only when every recipient was accepted.
 //!
 //! SIGTERM / SIGINT shut down cleanly (stop accepting, finish sessions, keep the spool);
 //! SIGHUP reloads the listeners' TLS certificates. `--log-format json` for JSON log lines.
@@ -71,6 +77,40 @@ enum Command {
         /// device code.
         #[arg(long)]
         browser: bool,
+    },
+    /// Check the configuration, each route's server, TLS and AUTH, each identity's token,
+    /// the sending domains' DNS and the spool; exit 0 only if nothing failed.
+    Doctor {
+        /// The configuration file (default: the built-in configuration).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also send a real test message to this address through the first route.
+        #[arg(long, value_name = "ADDRESS")]
+        send_test: Option<String>,
+    },
+    /// Send a test message through a configured route (directly, not via the listener).
+    Send {
+        /// The configuration file (default: the built-in configuration).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The route (`[routes.<name>]`).
+        #[arg(long)]
+        route: String,
+        /// The sender (envelope and From:).
+        #[arg(long)]
+        from: String,
+        /// A recipient (repeat for more).
+        #[arg(long, required = true)]
+        to: Vec<String>,
+        /// The subject.
+        #[arg(long)]
+        subject: Option<String>,
+        /// A file holding the body text.
+        #[arg(long)]
+        body_file: Option<PathBuf>,
+        /// Print the SMTP conversation (AUTH payloads and tokens redacted).
+        #[arg(long)]
+        transcript: bool,
     },
 }
 
@@ -167,6 +207,71 @@ fn login_cmd(config: Option<&PathBuf>, account: &str, browser: bool) -> ExitCode
     }
 }
 
+fn doctor_cmd(config: Option<&PathBuf>, send_test: Option<String>) -> ExitCode {
+    use postern::ops::doctor::{DoctorOptions, doctor_file};
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let mut opts = DoctorOptions::default();
+    if let Some(a) = send_test {
+        opts = opts.send_test(a);
+    }
+    let mut out = std::io::stdout();
+    match rt.block_on(doctor_file(config.map(PathBuf::as_path), &opts, &mut out)) {
+        Ok(report) if report.passed() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct SendArgs {
+    route: String,
+    from: String,
+    to: Vec<String>,
+    subject: Option<String>,
+    body_file: Option<PathBuf>,
+    transcript: bool,
+}
+
+fn send_cmd(config: Option<&PathBuf>, a: SendArgs) -> ExitCode {
+    use postern::ops::send::{SendOptions, send};
+    let cfg = match load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut opts = SendOptions::new(a.route, a.from, a.to).transcript(a.transcript);
+    if let Some(s) = a.subject {
+        opts = opts.subject(s);
+    }
+    if let Some(f) = a.body_file {
+        match std::fs::read_to_string(&f) {
+            Ok(b) => opts = opts.body(b),
+            Err(e) => {
+                eprintln!("cannot read {}: {e}", f.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let mut out = std::io::stdout();
+    match rt.block_on(send(&cfg, &opts, &mut out)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// A runtime for the one-shot commands (the error is printed).
 fn runtime() -> Option<tokio::runtime::Runtime> {
     match tokio::runtime::Builder::new_multi_thread()
@@ -205,6 +310,26 @@ fn main() -> ExitCode {
             config,
             browser,
         } => login_cmd(config.as_ref(), &account, browser),
+        Command::Doctor { config, send_test } => doctor_cmd(config.as_ref(), send_test),
+        Command::Send {
+            config,
+            route,
+            from,
+            to,
+            subject,
+            body_file,
+            transcript,
+        } => send_cmd(
+            config.as_ref(),
+            SendArgs {
+                route,
+                from,
+                to,
+                subject,
+                body_file,
+                transcript,
+            },
+        ),
         Command::CheckConfig { config } => match load(config.as_ref()) {
             Ok(_) => {
                 println!("configuration is valid");

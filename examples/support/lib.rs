@@ -11,6 +11,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod demo;
+
 use std::io::Write as _;
 use std::process::ExitCode;
 

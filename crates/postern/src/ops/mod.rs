@@ -13,6 +13,7 @@ pub mod client;
 pub mod doctor;
 pub mod login;
 pub mod queue;
+pub mod send;
 use std::net::SocketAddr;
 
 use crate::config::ConfigError;

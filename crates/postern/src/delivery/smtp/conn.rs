@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
 use super::config::{Timeouts, TlsMode};
+use super::transcript::{Transcript, TranscriptSide};
 use crate::identity::TokenSource;
 
 /// A plain or TLS stream.
@@ -165,6 +166,8 @@ pub(crate) struct SessionSettings {
     pub(crate) helo: String,
     pub(crate) timeouts: Timeouts,
     pub(crate) auth: AuthPlan,
+    /// Sees every line of every session (redacted), when set.
+    pub(crate) transcript: Option<Transcript>,
 }
 
 /// An open, greeted, (TLS'd, authenticated) connection.
@@ -178,6 +181,9 @@ pub(crate) struct Conn {
     /// Set when the connection must not be reused (421, I/O error, unknown state).
     pub(crate) broken: bool,
     timeouts: Timeouts,
+    transcript: Option<Transcript>,
+    /// While authenticating: client lines are redacted in the transcript.
+    in_auth: bool,
 }
 
 const READ_CHUNK: usize = 8192;
@@ -221,7 +227,13 @@ impl Conn {
             last_used: Instant::now(),
             broken: false,
             timeouts: s.timeouts,
+            transcript: s
+                .transcript
+                .clone()
+                .or_else(|| Transcript::tracing(&t.host)),
+            in_auth: false,
         };
+        conn.note(&format!("connected to {} ({})", t.host, t.addr));
         if s.tls == TlsMode::Implicit {
             conn.handshake(t, s).await?;
         }
@@ -262,6 +274,21 @@ impl Conn {
         let connector = tokio_rustls::TlsConnector::from(Arc::clone(&s.tls_config));
         match timeout(s.timeouts.greeting, connector.connect(name, tcp)).await {
             Ok(Ok(tls)) => {
+                if self.transcript.is_some() {
+                    let c = tls.get_ref().1;
+                    let version = c
+                        .protocol_version()
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("TLS");
+                    let suite = c
+                        .negotiated_cipher_suite()
+                        .and_then(|s| s.suite().as_str())
+                        .unwrap_or("?");
+                    self.note(&format!(
+                        "TLS established: {version} {suite}, certificate verified for {}",
+                        t.tls_name
+                    ));
+                }
                 self.stream = Stream::Tls(Box::new(tls));
                 Ok(())
             }
@@ -329,6 +356,17 @@ impl Conn {
         })?;
         let mut client =
             SaslClient::new(mechanism, &creds).map_err(|e| ConnError::Auth(e.to_string()))?;
+        self.in_auth = true;
+        let r = self.auth_exchange(mechanism, &mut client).await;
+        self.in_auth = false;
+        r
+    }
+
+    async fn auth_exchange(
+        &mut self,
+        mechanism: Mechanism,
+        client: &mut SaslClient,
+    ) -> Result<(), ConnError> {
         let initial = client.initial_response();
         let cmd = Command::Auth {
             mechanism: mechanism.name().into(),
@@ -358,6 +396,13 @@ impl Conn {
         }
     }
 
+    /// A transcript note (no-op without a transcript).
+    fn note(&self, text: &str) {
+        if let Some(t) = &self.transcript {
+            t.line(TranscriptSide::Note, text);
+        }
+    }
+
     /// The capabilities from the last EHLO.
     pub(crate) fn caps(&self) -> Capabilities {
         self.session.capabilities().cloned().unwrap_or_default()
@@ -370,6 +415,16 @@ impl Conn {
         limit: Duration,
         stage: &'static str,
     ) -> Result<(), ConnError> {
+        if let Some(t) = &self.transcript {
+            if stage == "message data" {
+                t.line(
+                    TranscriptSide::Note,
+                    &format!("message data: {} bytes (ends with CRLF.CRLF)", bytes.len()),
+                );
+            } else {
+                t.client(bytes, self.in_auth);
+            }
+        }
         let r = timeout(limit, async {
             self.stream.write_all(bytes).await?;
             self.stream.flush().await
@@ -447,6 +502,9 @@ impl Conn {
             let decoded = Reply::decode(&self.buf).map(|(r, n)| (r.into_owned(), n));
             match decoded {
                 Ok((reply, n)) => {
+                    if let Some(t) = &self.transcript {
+                        t.server(&self.buf[..n]);
+                    }
                     self.buf.drain(..n);
                     return Ok(reply);
                 }

@@ -18,7 +18,9 @@
 
 mod config;
 mod conn;
+mod probe;
 mod tls;
+mod transcript;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -39,6 +41,8 @@ pub use self::config::{
     ACS_HOST, AuthMode, CLIENT_SUBMISSION_HOST, HVE_HOST, SmtpKind, SmtpRouteConfig, TlsMode,
 };
 use self::conn::{AuthPlan, Conn, ConnError, SessionSettings, Target, reply_text};
+pub use self::probe::{ProbeError, ProbeReport, ProbeStage};
+pub use self::transcript::{REDACTED, TRACE_TARGET, Transcript, TranscriptSide};
 use super::rewrite::{MAX_HEADER_BLOCK, header_block_len, rewrite_headers};
 use super::{DeliveryFuture, DeliveryReport, RcptOutcome, Transport};
 use crate::identity::{ACS_SCOPE, Identities};
@@ -208,6 +212,7 @@ impl SmtpTransport {
                 helo: cfg.helo.clone().unwrap_or_else(|| hostname.to_owned()),
                 timeouts: cfg.timeouts(),
                 auth,
+                transcript: None,
             },
             rewrite_to: cfg.sender_rewrite.then(|| cfg.mailbox.clone()).flatten(),
             pool: Mutex::new(Vec::new()),
