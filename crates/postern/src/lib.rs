@@ -11,6 +11,7 @@
 //! - [`delivery`]: the [`delivery::Transport`] seam and the local sink.
 //! - [`config`]: the TOML configuration.
 //! - [`identity`]: OAuth sending identities (XOAUTH2 tokens) on one shared token cache.
+//! - [`ratelimit`]: per-identity message and recipient limits, and pauses after throttling.
 //! - [`relay`]: everything started and stopped as one ([`Relay::start`]).
 //!
 //! # Cargo features
@@ -29,6 +30,7 @@ pub mod inbound;
 pub mod metrics;
 pub mod ops;
 pub mod queue;
+pub mod ratelimit;
 pub mod relay;
 pub mod router;
 pub mod spool;

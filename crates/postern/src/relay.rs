@@ -17,10 +17,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
 use crate::delivery::smtp::SmtpKind;
-use crate::delivery::{LocalSink, SmtpTransport, Transport};
+use crate::delivery::{GraphTransport, LocalSink, SmtpTransport, Transport};
 use crate::identity::Identities;
 use crate::inbound::{self, InboundContext, RelayPolicy, Server, TlsReloader};
 use crate::queue::{self, QueueHandle, Transports};
+use crate::ratelimit::RateLimits;
 use crate::router::{RouteConfig, Router};
 use crate::spool::{Spool, SpoolError};
 
@@ -93,10 +94,23 @@ impl Relay {
             })?
             .with_metrics(Arc::clone(spool.metrics()));
         let mut transports: Transports = BTreeMap::new();
+        let mut limits = Vec::new();
+        let route_error = |name: &str, message: String| ConfigError {
+            origin: "configuration".into(),
+            line: None,
+            key: Some(format!("routes.{name}")),
+            message,
+        };
         for (name, route) in &config.routes {
             let t: Arc<dyn Transport> = match route {
                 RouteConfig::Local { dir, format } => {
                     Arc::new(LocalSink::new(dir.clone(), *format))
+                }
+                RouteConfig::Graph(g) => {
+                    limits.push((name.clone(), g.identity_limits()));
+                    let t = GraphTransport::build(name, g, &identities, &config.identities)
+                        .map_err(|e| route_error(name, e.message))?;
+                    Arc::new(t)
                 }
                 other => {
                     let Some((kind, smtp)) = other.smtp() else {
@@ -105,6 +119,11 @@ impl Relay {
                     if kind == SmtpKind::DirectSend {
                         router.restrict_route(name, smtp.accepted_domains());
                     }
+                    let id_cfg = smtp
+                        .identity
+                        .as_ref()
+                        .and_then(|i| config.identities.get(i));
+                    limits.push((name.clone(), smtp.identity_limits(kind, name, id_cfg)));
                     let t = SmtpTransport::build(
                         name,
                         kind,
@@ -113,12 +132,7 @@ impl Relay {
                         &config.identities,
                         &config.hostname,
                     )
-                    .map_err(|e| ConfigError {
-                        origin: "configuration".into(),
-                        line: None,
-                        key: Some(format!("routes.{name}")),
-                        message: e.message,
-                    })?;
+                    .map_err(|e| route_error(name, e.message))?;
                     Arc::new(t)
                 }
             };
@@ -127,13 +141,20 @@ impl Relay {
         let router = Arc::new(router);
         let mut qcfg = config.queue.clone();
         qcfg.hostname.clone_from(&config.hostname);
+        // Per-identity limits; the recipient budgets and pauses live in the spool directory.
+        let limits = RateLimits::open(
+            Some(spool.path().join(crate::ratelimit::STATE_FILE)),
+            limits,
+            std::time::SystemTime::now(),
+        );
         // The queue subscribes to the spool before the first session can commit.
-        let queue = queue::start(
+        let queue = queue::start_with_limits(
             Arc::clone(&spool),
             recovered.messages,
             Arc::clone(&router),
             transports,
             qcfg,
+            limits,
         );
 
         let policy = RelayPolicy::from_config(&config.policy, &config.accounts)?;

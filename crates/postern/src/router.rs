@@ -2,8 +2,8 @@
 //!
 //! Rules are tried in order; the first whose every given criterion matches decides the route
 //! list (empty criteria match anything). A recipient no rule matches takes the default route
-//! list. The first route of the list is used; failing over to the next on a transient failure
-//! is the delivery layer's job (the list is kept for it).
+//! list, in failover order: the queue starts each recipient on the first route and moves it
+//! to the next after a transient failure (see [`crate::queue`]).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -14,6 +14,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::delivery::LocalFormat;
+use crate::delivery::graph::GraphRouteConfig;
 use crate::delivery::smtp::{SmtpKind, SmtpRouteConfig};
 use crate::spool::Envelope;
 
@@ -42,13 +43,15 @@ pub enum RouteConfig {
     Connector(SmtpRouteConfig),
     /// `type = "direct_send"`: the tenant MX, the tenant's accepted domains only.
     DirectSend(SmtpRouteConfig),
+    /// `type = "graph"`: Microsoft Graph `sendMail` with the MIME body.
+    Graph(GraphRouteConfig),
 }
 
 impl RouteConfig {
     /// The SMTP route kind and table, for the SMTP-based types.
     pub fn smtp(&self) -> Option<(SmtpKind, &SmtpRouteConfig)> {
         match self {
-            Self::Local { .. } => None,
+            Self::Local { .. } | Self::Graph(_) => None,
             Self::Smtp(c) => Some((SmtpKind::Smtp, c)),
             Self::ClientSubmission(c) => Some((SmtpKind::ClientSubmission, c)),
             Self::Hve(c) => Some((SmtpKind::Hve, c)),
@@ -141,7 +144,10 @@ impl Router {
     /// Restricts route `route` to recipients in `domains` (Direct Send: the tenant's
     /// accepted domains); see [`Router::check_recipient`].
     pub fn restrict_route(&mut self, route: &str, domains: Vec<String>) {
-        let domains = domains.into_iter().map(|d| d.to_ascii_lowercase()).collect();
+        let domains = domains
+            .into_iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect();
         self.restricted.insert(Arc::from(route), domains);
     }
 

@@ -1,4 +1,5 @@
-//! Delivery: the [`Transport`] seam every route implements, and the routes of this release.
+//! Delivery: the [`Transport`] seam every route implements, and the routes of this release
+//! (local sink, the SMTP routes, Graph `sendMail`).
 //!
 //! A transport receives a spooled message and the indices (into the envelope's recipients) it
 //! must deliver, and answers one [`RcptOutcome`] per index. It reads the message from the
@@ -7,6 +8,7 @@
 //! with backoff until the message's lifetime runs out.
 
 mod bounce;
+pub mod graph;
 mod local;
 pub mod rewrite;
 pub mod smtp;
@@ -16,6 +18,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub use self::bounce::build_bounce;
+pub use self::graph::GraphTransport;
 pub use self::local::{LocalFormat, LocalSink};
 pub use self::smtp::SmtpTransport;
 use crate::spool::SpooledMessage;

@@ -1,15 +1,25 @@
 //! The queue: an in-memory index of spooled messages by next-attempt time, a bounded pool of
 //! delivery workers, retry with exponential backoff and jitter, expiry, and bounces.
 //!
-//! Each attempt takes every pending recipient of a message, groups them by route (the first
-//! route of the [`Router`]'s list), hands each group to its [`Transport`], and records the
-//! outcomes in the message's [`MessageState`] (durably, before the next attempt):
+//! Each attempt takes every pending recipient of a message, groups them by route (the
+//! recipient's current route in the [`Router`]'s list, see failover below), asks the
+//! [`RateLimits`] of each route's sending identity for a slot, hands each admitted group to
+//! its [`Transport`], and records the outcomes in the message's [`MessageState`] (durably,
+//! before the next attempt):
 //!
 //! - delivered: final;
-//! - transient: retried after `retry_initial * 2^(attempts-1)` (capped at `retry_max`,
-//!   ±20 % jitter, never before the route's `retry_after`), until `lifetime` after reception,
-//!   then final failure (expired);
-//! - permanent: final failure.
+//! - transient: **failover**: the recipient's next attempt uses the next route of its list
+//!   at once (logged); after the last route it wraps to the first and waits
+//!   `retry_initial * 2^(rounds-1)` (rounds = attempts / routes; capped at `retry_max`,
+//!   ±20 % jitter, never before the route's `retry_after`), until `lifetime` after
+//!   reception, then final failure (expired). The route index is kept in the recipient's
+//!   state, so a restart resumes where it was. A `retry_after` also pauses the route's
+//!   sending identity ([`RateLimits::pause`]): every message of that identity waits;
+//! - permanent: final failure, no failover (another route would refuse it too, or worse,
+//!   send what the first refused);
+//! - over a rate limit, or the identity paused: no attempt is made or counted; the
+//!   recipients wait until the limiter has a slot (never failed for it, but still bounded
+//!   by `lifetime`).
 //!
 //! Recipients that fail get exactly one delivery status notification per failure batch, from
 //! `<>` to the original sender, spooled under the derived id `QueueId::bounce(n)` (so a
@@ -31,6 +41,7 @@ use tokio::time::Instant;
 
 pub use self::control::{ADMIN_BOUNCE_CATEGORY, ADMIN_BOUNCE_REPLY, QueueControl, QueueStopped};
 use crate::delivery::{RcptOutcome, Transport, build_bounce};
+use crate::ratelimit::{Admission, RateLimits};
 use crate::router::Router;
 use crate::spool::{
     ClientInfo, Envelope, FinalOutcome, MessageState, Recipient, RecoveredMessage, Ret, Spool,
@@ -110,6 +121,7 @@ struct Ctx {
     transports: Transports,
     cfg: QueueConfig,
     control_marks: control::BounceMarks,
+    limits: RateLimits,
 }
 
 /// A running queue. Dropping it does not stop it; call [`QueueHandle::shutdown`].
@@ -135,13 +147,34 @@ impl QueueHandle {
 }
 
 /// Starts the queue: takes the recovered messages, subscribes to new commits of `spool`, and
-/// delivers through `transports` as `router` decides.
+/// delivers through `transports` as `router` decides. No rate limit applies; see
+/// [`start_with_limits`].
 pub fn start(
     spool: Arc<Spool>,
     recovered: Vec<RecoveredMessage>,
     router: Arc<Router>,
     transports: Transports,
     cfg: QueueConfig,
+) -> QueueHandle {
+    start_with_limits(
+        spool,
+        recovered,
+        router,
+        transports,
+        cfg,
+        RateLimits::none(),
+    )
+}
+
+/// [`start`], with the routes' sending identities limited (and paused after throttling)
+/// by `limits`.
+pub fn start_with_limits(
+    spool: Arc<Spool>,
+    recovered: Vec<RecoveredMessage>,
+    router: Arc<Router>,
+    transports: Transports,
+    cfg: QueueConfig,
+    limits: RateLimits,
 ) -> QueueHandle {
     let incoming = spool.subscribe();
     let (stop, stop_rx) = watch::channel(false);
@@ -152,6 +185,7 @@ pub fn start(
         transports,
         cfg,
         control_marks: control::BounceMarks::default(),
+        limits,
     });
     let task = tokio::spawn(run(ctx, recovered, incoming, control_rx, stop_rx));
     QueueHandle {
@@ -320,7 +354,10 @@ async fn attempt(
             outcomes.push((i, None, o));
             continue;
         }
-        match ctx.router.routes_for(env, i).first() {
+        let routes = ctx.router.routes_for(env, i);
+        let route =
+            (!routes.is_empty()).then(|| &routes[state.recipients[i].route_index % routes.len()]);
+        match route {
             Some(route) if ctx.transports.contains_key(route) => {
                 groups.entry(Arc::clone(route)).or_default().push(i);
             }
@@ -334,21 +371,88 @@ async fn attempt(
             )),
         }
     }
-    if !groups.is_empty() {
-        ctx.spool.mark_in_flight(&id, &due).await;
+    // Rate limits: a group over its identity's limit waits for a slot, without an attempt.
+    // A group whose identity is paused by the upstream fails over to the next route (each
+    // route at most once per attempt); the last one tried keeps it waiting.
+    let now = SystemTime::now();
+    let mut admitted = Vec::new();
+    let mut waiting: Vec<(usize, Arc<str>, SystemTime, String)> = Vec::new();
+    let mut skips: HashMap<usize, usize> = HashMap::new();
+    while !groups.is_empty() {
+        let mut regroup: BTreeMap<Arc<str>, Vec<usize>> = BTreeMap::new();
+        for (route, rcpts) in std::mem::take(&mut groups) {
+            match ctx.limits.admit(&route, rcpts.len(), now) {
+                Admission::Go(permit) => admitted.push((route, rcpts, permit)),
+                Admission::Wait {
+                    until,
+                    reason,
+                    paused,
+                } => {
+                    let wait = until.duration_since(now).unwrap_or_default();
+                    for i in rcpts {
+                        let routes = ctx.router.routes_for(env, i);
+                        let skipped = skips.entry(i).or_default();
+                        let r = &mut state.recipients[i];
+                        let next_index =
+                            (r.route_index % routes.len().max(1) + 1) % routes.len().max(1);
+                        if paused
+                            && *skipped + 1 < routes.len()
+                            && ctx.transports.contains_key(&routes[next_index])
+                        {
+                            *skipped += 1;
+                            r.route_index = next_index;
+                            let next = &routes[next_index];
+                            tracing::info!(queue_id = %id, rcpt = %env.recipients[i].address, route = %route, to_route = %next, %reason, "route paused: failing over to the next route");
+                            regroup.entry(Arc::clone(next)).or_default().push(i);
+                            continue;
+                        }
+                        tracing::info!(queue_id = %id, route = %route, rcpt = %env.recipients[i].address, %reason, wait_ms = wait.as_millis() as u64, "rate limited: queued");
+                        waiting.push((i, Arc::clone(&route), until, reason.clone()));
+                    }
+                }
+            }
+        }
+        groups = regroup;
     }
-    for (route, rcpts) in &groups {
-        let transport = &ctx.transports[route];
+    let in_flight: Vec<usize> = admitted
+        .iter()
+        .flat_map(|(_, rcpts, _)| rcpts.iter().copied())
+        .collect();
+    if !in_flight.is_empty() {
+        ctx.spool.mark_in_flight(&id, &in_flight).await;
+    }
+    for (route, rcpts, permit) in admitted {
+        let transport = &ctx.transports[&route];
         let started = Instant::now();
-        let report = transport.deliver(&msg, rcpts).await;
-        metrics.upstream_latency(route, started.elapsed());
-        for &i in rcpts {
+        let report = transport.deliver(&msg, &rcpts).await;
+        metrics.upstream_latency(&route, started.elapsed());
+        let mut submitted = 0;
+        let mut pause: Option<(Duration, String)> = None;
+        for &i in &rcpts {
             let o = report.get(i).cloned().unwrap_or_else(|| {
                 RcptOutcome::transient(format!("route {route} reported no outcome"), "internal")
             });
-            outcomes.push((i, Some(Arc::clone(route)), o));
+            match &o {
+                RcptOutcome::Transient {
+                    retry_after: Some(d),
+                    reason,
+                    ..
+                } => {
+                    if pause.as_ref().is_none_or(|(p, _)| p < d) {
+                        pause = Some((*d, reason.clone()));
+                    }
+                }
+                RcptOutcome::Transient { .. } => {}
+                _ => submitted += 1,
+            }
+            outcomes.push((i, Some(Arc::clone(&route)), o));
+        }
+        ctx.limits.settle(permit, submitted);
+        if let Some((d, reason)) = pause {
+            ctx.limits.pause(&route, SystemTime::now() + d, &reason);
         }
     }
+    ctx.limits.persist().await;
 
     let now = SystemTime::now();
     let expires = env.received_at + ctx.cfg.lifetime;
@@ -358,6 +462,9 @@ async fn attempt(
         let route = route.as_deref().unwrap_or("-");
         let r = &mut state.recipients[i];
         r.attempts += 1;
+        if route != "-" {
+            r.last_route = Some(route.to_owned());
+        }
         match outcome {
             RcptOutcome::Delivered { reply } => {
                 tracing::info!(queue_id = %id, from = env.mail_from_display(), rcpt, route, attempts = r.attempts, %reply, "delivered");
@@ -379,7 +486,19 @@ async fn attempt(
                     metrics.failed(route, &category, true);
                     failed.push((i, reason, true));
                 } else {
-                    let delay = backoff(&ctx.cfg, r.attempts).max(retry_after.unwrap_or_default());
+                    // Failover: the next route of the list at once; after the last, the
+                    // first again, with backoff.
+                    let routes = ctx.router.routes_for(env, i);
+                    let n = routes.len().max(1);
+                    r.route_index = (r.route_index % n + 1) % n;
+                    let delay = if r.route_index == 0 {
+                        let rounds = r.attempts.div_ceil(u32::try_from(n).unwrap_or(u32::MAX));
+                        backoff(&ctx.cfg, rounds).max(retry_after.unwrap_or_default())
+                    } else {
+                        let to = &routes[r.route_index];
+                        tracing::warn!(queue_id = %id, rcpt, route, to_route = %to, attempts = r.attempts, %reason, category, "failing over to the next route");
+                        Duration::ZERO
+                    };
                     let next = (now + delay).min(expires);
                     r.next_attempt = Some(next);
                     metrics.deferred(route, &category);
@@ -404,6 +523,22 @@ async fn attempt(
                 }
                 failed.push((i, reason, false));
             }
+        }
+    }
+    // Rate-limited recipients: queued for the limiter's slot, still bounded by the lifetime.
+    for (i, route, until, reason) in waiting {
+        let rcpt = &env.recipients[i].address;
+        let r = &mut state.recipients[i];
+        if now >= expires {
+            let reason = r.last_reply.clone().unwrap_or(reason);
+            tracing::warn!(queue_id = %id, rcpt, route = %route, %reason, "failed: retry period expired while rate limited");
+            metrics.failed(&route, "expired", true);
+            failed.push((i, reason, true));
+        } else {
+            r.next_attempt = Some(until.min(expires));
+            r.last_reply = Some(reason);
+            r.last_category = Some("rate_limited".into());
+            metrics.deferred(&route, "rate_limited");
         }
     }
     // Recipients whose lifetime ran out without an attempt now (e.g. retry scheduled late).

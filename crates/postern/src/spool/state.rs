@@ -64,6 +64,15 @@ pub struct RecipientState {
     pub last_reply: Option<String>,
     /// The category of the last failure (from the NDR classifier), e.g. `"mailbox_full"`.
     pub last_category: Option<String>,
+    /// Which route of the recipient's route list the next attempt uses (failover: moves on
+    /// after a transient failure, wraps to the first after the last). An index into the
+    /// list the router gives; taken modulo its length, so a shorter list after a
+    /// configuration change is harmless.
+    #[serde(default)]
+    pub route_index: usize,
+    /// The route of the last attempt, by name.
+    #[serde(default)]
+    pub last_route: Option<String>,
     /// The final outcome, once there is one.
     pub outcome: Option<FinalOutcome>,
 }

@@ -221,6 +221,26 @@ pub struct SmtpRouteConfig {
     /// The reply to the end of data. Default `"10m"` (§4.5.3.2.6).
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub data_end_timeout: Option<Duration>,
+    /// Messages per `message_window` for this route's sending identity; more are queued.
+    /// Default 30 for `client_submission` (Exchange Online's limit), else no limit; `0`: no
+    /// limit.
+    #[serde(default)]
+    pub max_messages_per_minute: Option<u32>,
+    /// Recipients per `recipient_window` (sliding) for this route's sending identity; more
+    /// are queued. Default 10,000 for `client_submission`, else no limit; `0`: no limit.
+    #[serde(default)]
+    pub max_recipients_per_day: Option<u32>,
+    /// The window of `max_messages_per_minute`. Default `"1m"`.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub message_window: Option<Duration>,
+    /// The window of `max_recipients_per_day`, and the pause after `554 5.2.0
+    /// SubmissionQuotaExceededException`. Default `"24h"`.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub recipient_window: Option<Duration>,
+    /// The pause of the sending identity after a throttling reply that names no delay
+    /// (`432 4.3.2`, `451 4.7.500`). Default `"1m"`.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub throttle_pause: Option<Duration>,
 }
 
 fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -284,6 +304,45 @@ impl SmtpRouteConfig {
             SmtpKind::Smtp | SmtpKind::Connector | SmtpKind::DirectSend => 10,
             _ => 3,
         })
+    }
+
+    /// The sending identity of route `route` and its limits (see [`crate::ratelimit`]):
+    /// the mailbox for client submission, the account for HVE, the resource for ACS, the
+    /// route itself otherwise.
+    pub fn identity_limits(
+        &self,
+        kind: SmtpKind,
+        route: &str,
+        identity: Option<&IdentityConfig>,
+    ) -> crate::ratelimit::IdentityLimits {
+        use crate::ratelimit::{
+            DEFAULT_MESSAGE_WINDOW, DEFAULT_RECIPIENT_WINDOW, EXO_MESSAGES_PER_MINUTE,
+            EXO_RECIPIENTS_PER_DAY, IdentityLimits,
+        };
+        let user = self
+            .auth_user(kind, identity)
+            .map(|u| u.to_ascii_lowercase());
+        let key = match (kind, user) {
+            (SmtpKind::ClientSubmission, Some(u)) => format!("mailbox:{u}"),
+            (SmtpKind::Hve, Some(u)) => format!("hve:{u}"),
+            (SmtpKind::Acs, _) if self.resource.is_some() => {
+                format!("acs:{}", self.resource.as_deref().unwrap_or_default())
+            }
+            _ => format!("route:{route}"),
+        };
+        let (msgs, rcpts) = match kind {
+            SmtpKind::ClientSubmission => (EXO_MESSAGES_PER_MINUTE, EXO_RECIPIENTS_PER_DAY),
+            _ => (0, 0),
+        };
+        IdentityLimits::new(key)
+            .messages(
+                self.max_messages_per_minute.unwrap_or(msgs),
+                self.message_window.unwrap_or(DEFAULT_MESSAGE_WINDOW),
+            )
+            .recipients(
+                self.max_recipients_per_day.unwrap_or(rcpts),
+                self.recipient_window.unwrap_or(DEFAULT_RECIPIENT_WINDOW),
+            )
     }
 
     /// `direct_send`'s accepted domains, lower-case.

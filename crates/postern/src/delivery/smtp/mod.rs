@@ -82,6 +82,7 @@ pub struct SmtpTransport {
     tls_name: Option<String>,
     session: SessionSettings,
     rewrite_to: Option<String>,
+    pauses: ThrottlePauses,
     pool: Mutex<Vec<Conn>>,
     pool_size: usize,
     idle_timeout: Duration,
@@ -215,6 +216,14 @@ impl SmtpTransport {
                 transcript: None,
             },
             rewrite_to: cfg.sender_rewrite.then(|| cfg.mailbox.clone()).flatten(),
+            pauses: ThrottlePauses {
+                throttle: cfg
+                    .throttle_pause
+                    .unwrap_or(crate::ratelimit::DEFAULT_THROTTLE_PAUSE),
+                quota: cfg
+                    .recipient_window
+                    .unwrap_or(crate::ratelimit::DEFAULT_RECIPIENT_WINDOW),
+            },
             pool: Mutex::new(Vec::new()),
             pool_size: cfg.pool_size.unwrap_or(1),
             idle_timeout: cfg.idle_timeout.unwrap_or(Duration::from_secs(30)),
@@ -387,7 +396,11 @@ impl SmtpTransport {
                 } else {
                     tracing::warn!(route = %self.name, stage, reply = %reply_text(r), category = c.category.as_str(), "session refused; mail is deferred");
                 }
-                RcptOutcome::transient(reason, c.category.as_str())
+                RcptOutcome::Transient {
+                    reason,
+                    category: c.category.as_str().to_owned(),
+                    retry_after: self.pauses.retry_after(&c),
+                }
             }
             ConnError::Token(t) => {
                 tracing::error!(route = %self.name, error = %t, aadsts = t.aadsts(), remedy = %t.remedy(), "no access token; mail is deferred");
@@ -703,13 +716,41 @@ impl SmtpTransport {
             Class::Transient => RcptOutcome::Transient {
                 reason: text,
                 category: c.category.as_str().to_owned(),
-                retry_after: None,
+                retry_after: self.pauses.retry_after(&c),
             },
             Class::Permanent => RcptOutcome::Permanent {
                 reason: text,
                 category: c.category.as_str().to_owned(),
                 remedy: c.operator_action.then(|| c.remedy.to_owned()),
             },
+        }
+    }
+}
+
+/// How long throttling replies pause the route's sending identity (the queue holds every
+/// message of that identity meanwhile; spec D.3).
+#[derive(Clone, Copy, Debug)]
+struct ThrottlePauses {
+    /// `432 4.3.2`, `451 4.7.500`-`699` and the like: `throttle_pause`.
+    throttle: Duration,
+    /// `554 5.2.0 ...SubmissionQuotaExceededException`: the recipient window (Exchange does
+    /// not say when its sliding budget frees up).
+    quota: Duration,
+}
+
+impl ThrottlePauses {
+    /// The pause a transient reply asks for, if it is a throttling reply about the sender
+    /// or the route (a throttled *recipient* mailbox holds back only that recipient).
+    fn retry_after(&self, c: &postern_ndr::Classification) -> Option<Duration> {
+        use postern_ndr::{Category, Scope};
+        if c.class != Class::Transient || c.scope == Scope::Recipient {
+            return None;
+        }
+        match c.category {
+            Category::Throttled => Some(self.throttle),
+            Category::DailyLimit => Some(self.quota),
+            Category::SenderSuspended => Some(crate::ratelimit::SUSPENDED_PAUSE.max(self.throttle)),
+            _ => None,
         }
     }
 }
