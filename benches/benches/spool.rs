@@ -3,6 +3,7 @@
 //!
 //! `cargo bench -p postern-benches --bench spool` (the throughput is reported in elements/s =
 //! messages/s).
+#![allow(missing_docs)] // criterion_group! and criterion_main! generate undocumented items.
 
 use std::sync::Arc;
 

@@ -7,6 +7,7 @@
 //! through `TokenCache::get` (key built and looked up each time), and the synchronous `peek`;
 //! `block_on_baseline` is the cost of driving a ready future on the runtime, included in the
 //! first two.
+#![allow(missing_docs)] // criterion_group! and criterion_main! generate undocumented items.
 
 use std::hint::black_box;
 use std::sync::Arc;
