@@ -408,6 +408,14 @@ pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D
     parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
+/// Deserialises an optional duration string (for `#[serde(default)]` keys) with
+/// [`parse_duration`].
+pub(crate) fn de_opt_duration<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

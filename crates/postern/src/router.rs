@@ -217,9 +217,8 @@ impl Router {
 
 /// Parses a CIDR network, or a bare address as a host network.
 pub(crate) fn parse_net(s: &str) -> Result<IpNet, String> {
-    s.parse::<IpNet>()
-        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("invalid network {s:?} (expected CIDR like \"192.0.2.0/24\")"))
+    crate::inbound::parse_network(s)
+        .ok_or_else(|| format!("invalid network {s:?} (expected CIDR like \"192.0.2.0/24\")"))
 }
 
 /// Glob match with `*` (any run) and `?` (one character); both inputs already lower-case.

@@ -90,7 +90,7 @@ pub struct GraphRouteConfig {
     #[serde(default)]
     pub sender_rewrite: bool,
     /// The whole-request timeout. Default `"2m"`.
-    #[serde(default, deserialize_with = "de_opt_duration")]
+    #[serde(default, deserialize_with = "crate::config::de_opt_duration")]
     pub timeout: Option<Duration>,
     /// The largest request sent (base64 body). Default 4194304 (Graph's 4 MB limit).
     #[serde(default)]
@@ -106,21 +106,14 @@ pub struct GraphRouteConfig {
     #[serde(default)]
     pub max_recipients_per_day: Option<u32>,
     /// The window of `max_messages_per_minute`. Default `"1m"`.
-    #[serde(default, deserialize_with = "de_opt_duration")]
+    #[serde(default, deserialize_with = "crate::config::de_opt_duration")]
     pub message_window: Option<Duration>,
     /// The window of `max_recipients_per_day`. Default `"24h"`.
-    #[serde(default, deserialize_with = "de_opt_duration")]
+    #[serde(default, deserialize_with = "crate::config::de_opt_duration")]
     pub recipient_window: Option<Duration>,
     /// The pause after a `429` without `Retry-After`. Default `"1m"`.
-    #[serde(default, deserialize_with = "de_opt_duration")]
+    #[serde(default, deserialize_with = "crate::config::de_opt_duration")]
     pub throttle_pause: Option<Duration>,
-}
-
-fn de_opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let s = String::deserialize(d)?;
-    crate::config::parse_duration(&s)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
 }
 
 impl GraphRouteConfig {

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::identity::IdentityConfig;
 
@@ -204,22 +204,22 @@ pub struct SmtpRouteConfig {
     #[serde(default)]
     pub pool_size: Option<usize>,
     /// How long an idle connection is kept. Default `"30s"`.
-    #[serde(default, deserialize_with = "de_opt_duration")]
+    #[serde(default, deserialize_with = "crate::config::de_opt_duration")]
     pub idle_timeout: Option<Duration>,
     /// TCP connect timeout, per address. Default `"30s"`.
-    #[serde(default, deserialize_with = "de_opt_duration")]
+    #[serde(default, deserialize_with = "crate::config::de_opt_duration")]
     pub connect_timeout: Option<Duration>,
     /// Greeting and TLS handshake. Default `"5m"` (RFC 5321 §4.5.3.2.1).
-    #[serde(default, deserialize_with = "de_opt_duration")]
+    #[serde(default, deserialize_with = "crate::config::de_opt_duration")]
     pub greeting_timeout: Option<Duration>,
     /// EHLO, AUTH, MAIL, RCPT, DATA, RSET replies. Default `"5m"` (§4.5.3.2.2-4).
-    #[serde(default, deserialize_with = "de_opt_duration")]
+    #[serde(default, deserialize_with = "crate::config::de_opt_duration")]
     pub command_timeout: Option<Duration>,
     /// Each write of message data. Default `"3m"` (§4.5.3.2.5).
-    #[serde(default, deserialize_with = "de_opt_duration")]
+    #[serde(default, deserialize_with = "crate::config::de_opt_duration")]
     pub data_timeout: Option<Duration>,
     /// The reply to the end of data. Default `"10m"` (§4.5.3.2.6).
-    #[serde(default, deserialize_with = "de_opt_duration")]
+    #[serde(default, deserialize_with = "crate::config::de_opt_duration")]
     pub data_end_timeout: Option<Duration>,
     /// Messages per `message_window` for this route's sending identity; more are queued.
     /// Default 30 for `client_submission` (Exchange Online's limit), else no limit; `0`: no
@@ -231,23 +231,16 @@ pub struct SmtpRouteConfig {
     #[serde(default)]
     pub max_recipients_per_day: Option<u32>,
     /// The window of `max_messages_per_minute`. Default `"1m"`.
-    #[serde(default, deserialize_with = "de_opt_duration")]
+    #[serde(default, deserialize_with = "crate::config::de_opt_duration")]
     pub message_window: Option<Duration>,
     /// The window of `max_recipients_per_day`, and the pause after `554 5.2.0
     /// SubmissionQuotaExceededException`. Default `"24h"`.
-    #[serde(default, deserialize_with = "de_opt_duration")]
+    #[serde(default, deserialize_with = "crate::config::de_opt_duration")]
     pub recipient_window: Option<Duration>,
     /// The pause of the sending identity after a throttling reply that names no delay
     /// (`432 4.3.2`, `451 4.7.500`). Default `"1m"`.
-    #[serde(default, deserialize_with = "de_opt_duration")]
+    #[serde(default, deserialize_with = "crate::config::de_opt_duration")]
     pub throttle_pause: Option<Duration>,
-}
-
-fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let s = String::deserialize(d)?;
-    crate::config::parse_duration(&s)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
 }
 
 /// Parses a name server (`ip` or `ip:port`, IPv6 as `[::1]:53`).
