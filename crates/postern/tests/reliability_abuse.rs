@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use support::*;
@@ -109,6 +110,175 @@ async fn one_byte_a_second_is_cut_off_by_the_timeouts() {
     let emls = dir.eml("outbox");
     assert_eq!(emls.len(), 1, "only the normal client's message");
     assert!(emls[0].contains("during-slow"));
+    relay.shutdown().await;
+}
+
+/// Everything this test binary logs at WARN and above, from every thread.
+fn logs() -> &'static LogBuffer {
+    static LOGS: OnceLock<LogBuffer> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = LogBuffer::default();
+        tracing_subscriber::fmt()
+            .with_writer(buf.clone())
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .init();
+        buf
+    })
+}
+
+/// Sends `byte` once a second until the relay answers (or `give_up` runs out); then the
+/// reply (`None` if there was none) and whether the connection was closed after it.
+async fn dribble(c: &mut Smtp, give_up: Duration) -> (Option<(u16, String)>, bool) {
+    let started = tokio::time::Instant::now();
+    let mut peek = [0u8; 1];
+    while started.elapsed() < give_up {
+        if c.send(b"x").await.is_err() {
+            break;
+        }
+        // `peek` is cancel-safe: nothing of the reply is lost when it times out.
+        if tokio::time::timeout(Duration::from_secs(1), c.stream().peek(&mut peek))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+    }
+    let reply = c
+        .reply_within(Duration::from_secs(5))
+        .await
+        .and_then(Result::ok);
+    (reply, c.closed_within(Duration::from_secs(5)).await)
+}
+
+/// Slow DATA: every read arrives well within `data_block_timeout_secs`, but at one byte a
+/// second. The per-message deadline (`data_total_timeout_secs` plus one second per
+/// `data_min_rate` bytes) closes DATA, a dribbled BDAT chunk, and a message sent as endless
+/// one-byte BDAT chunks with `421 4.4.2`; nothing is spooled or delivered, and the cause is
+/// logged. Meanwhile a normal client is served, and a client above the minimum rate keeps
+/// going past `data_total_timeout_secs` and is accepted (the rule is a rate, not a flat cap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_dribbled_a_byte_a_second_hits_the_message_deadline() {
+    let logs = logs();
+    let dir = Dir::new();
+    let relay = relay(
+        &dir,
+        "command_timeout_secs = 60
+data_block_timeout_secs = 60
+\
+         data_total_timeout_secs = 3
+data_min_rate = 1000
+",
+    )
+    .await;
+    let addr = relay.local_addrs()[0];
+    const GIVE_UP: Duration = Duration::from_secs(45);
+
+    async fn open(addr: std::net::SocketAddr) -> Smtp {
+        let mut c = Smtp::connect(addr).await;
+        assert_eq!(c.cmd("EHLO printer.lan").await.0, 250);
+        assert_eq!(c.cmd("MAIL FROM:<scanner@contoso.com>").await.0, 250);
+        assert_eq!(c.cmd("RCPT TO:<reception@contoso.com>").await.0, 250);
+        c
+    }
+
+    let slow_data = tokio::spawn(async move {
+        let mut c = open(addr).await;
+        assert_eq!(c.cmd("DATA").await.0, 354);
+        c.send(b"Subject: dribbled DATA\r\n\r\n").await.unwrap();
+        dribble(&mut c, GIVE_UP).await
+    });
+    let slow_chunk = tokio::spawn(async move {
+        let mut c = open(addr).await;
+        c.send(b"BDAT 100000 LAST\r\nSubject: dribbled BDAT\r\n\r\n")
+            .await
+            .unwrap();
+        dribble(&mut c, GIVE_UP).await
+    });
+    // Each chunk is quick; the message is not.
+    let endless_chunks = tokio::spawn(async move {
+        let mut c = open(addr).await;
+        let started = tokio::time::Instant::now();
+        let mut accepted = 0;
+        while started.elapsed() < GIVE_UP {
+            if c.send(b"BDAT 1\r\nx").await.is_err() {
+                break;
+            }
+            match c.reply().await {
+                Ok((250, _)) => accepted += 1,
+                Ok(other) => {
+                    return (
+                        Some(other),
+                        c.closed_within(Duration::from_secs(5)).await,
+                        accepted,
+                    );
+                }
+                Err(_) => break,
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        (
+            None,
+            c.closed_within(Duration::from_secs(5)).await,
+            accepted,
+        )
+    });
+    // 16 kB/s for 4 s: sixteen times the minimum rate, longer than the 3 s base.
+    let steady = tokio::spawn(async move {
+        let mut c = open(addr).await;
+        assert_eq!(c.cmd("DATA").await.0, 354);
+        let mut body = message("scanner@contoso.com", "steady-above-the-rate");
+        let line = format!("{}\r\n", "0123456789abcdef".repeat(4));
+        while body.len() < 64_000 {
+            body.push_str(&line);
+        }
+        let bytes = stuffed(&body);
+        for chunk in bytes.chunks(4000) {
+            c.send(chunk).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        c.reply().await.unwrap()
+    });
+
+    served(addr, "during-dribble").await;
+
+    for (name, (reply, closed)) in [
+        ("DATA", slow_data.await.unwrap()),
+        ("one BDAT chunk", slow_chunk.await.unwrap()),
+    ] {
+        let r = reply.unwrap_or_else(|| panic!("{name}: no reply after {GIVE_UP:?} of dribbling"));
+        assert_eq!(r.0, 421, "{name}: {r:?}");
+        assert!(
+            r.1.starts_with("4.4.2") && r.1.contains("too slow"),
+            "{name}: {r:?}"
+        );
+        assert!(closed, "{name}: connection left open");
+    }
+    let (reply, closed, accepted) = endless_chunks.await.unwrap();
+    let r = reply.unwrap_or_else(|| panic!("BDAT chunks: {accepted} accepted, never cut off"));
+    assert_eq!(r.0, 421, "BDAT chunks: {r:?}");
+    assert!(r.1.starts_with("4.4.2"), "BDAT chunks: {r:?}");
+    assert!(closed, "BDAT chunks: connection left open");
+    let r = steady.await.unwrap();
+    assert_eq!(r.0, 250, "a client above data_min_rate: {r:?}");
+
+    // Only the two complete messages went anywhere, and nothing is left in the spool.
+    let emls = dir.wait_eml("outbox", 2, Duration::from_secs(20)).await;
+    assert_eq!(emls.len(), 2, "{emls:?}");
+    assert!(emls.iter().any(|m| m.contains("during-dribble")));
+    assert!(emls.iter().any(|m| m.contains("steady-above-the-rate")));
+    assert!(emls.iter().all(|m| !m.contains("dribbled")));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !dir.spool_files().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(dir.spool_files(), Vec::<std::path::PathBuf>::new());
+    assert!(dir.eml("bounces").is_empty());
+    let text = logs.text();
+    assert!(
+        text.matches("message data too slow").count() >= 3,
+        "the cause is logged:\n{text}"
+    );
     relay.shutdown().await;
 }
 

@@ -365,6 +365,21 @@ pub struct LimitsConfig {
     pub command_timeout_secs: u64,
     /// Wait for each block of message data, in seconds. Default 180.
     pub data_block_timeout_secs: u64,
+    /// The whole content of one message (the DATA, or every BDAT chunk of it
+    /// together, with the commands between them) must arrive within this many
+    /// seconds plus one second per [`data_min_rate`](Self::data_min_rate)
+    /// bytes received; past it the client gets `421 4.4.2` and is closed, and
+    /// nothing is stored. Default 300. Unlike `data_block_timeout_secs` (per
+    /// read) this bounds a client that trickles a byte at a time.
+    pub data_total_timeout_secs: u64,
+    /// The slowest average rate, in bytes per second, at which message data may
+    /// arrive once [`data_total_timeout_secs`](Self::data_total_timeout_secs)
+    /// has passed: each byte received extends the message's deadline by
+    /// `1 / data_min_rate` seconds. Default 1024: a client sending 1 byte/s is
+    /// closed after about 300 s, while a 35 MiB message may take up to about
+    /// 10 hours. `0` turns the extension off: then `data_total_timeout_secs` is
+    /// a flat cap.
+    pub data_min_rate: u64,
     /// Wait for the reply to the end of data to be ready, in seconds: the spool
     /// commit must finish within it. Default 600.
     pub data_termination_timeout_secs: u64,
@@ -385,6 +400,8 @@ impl Default for LimitsConfig {
             max_line_length: 2048,
             command_timeout_secs: 300,
             data_block_timeout_secs: 180,
+            data_total_timeout_secs: 300,
+            data_min_rate: 1024,
             data_termination_timeout_secs: 600,
             tls_handshake_timeout_secs: 60,
         }
@@ -397,6 +414,9 @@ impl LimitsConfig {
     }
     pub(crate) fn data_block_timeout(&self) -> Duration {
         Duration::from_secs(self.data_block_timeout_secs.max(1))
+    }
+    pub(crate) fn data_total_timeout(&self) -> Duration {
+        Duration::from_secs(self.data_total_timeout_secs.max(1))
     }
     pub(crate) fn data_termination_timeout(&self) -> Duration {
         Duration::from_secs(self.data_termination_timeout_secs.max(1))

@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::config::{BareLineEndings, ListenerMode};
+use super::config::{BareLineEndings, LimitsConfig, ListenerMode};
 use super::listener::{ListenerRuntime, Shared};
 use crate::spool::{BodyType, ClientInfo, Envelope, Incoming, Recipient, SpoolError};
 use postern_smtp::{
@@ -99,6 +99,91 @@ enum ReadEnd {
     Timeout,
     Shutdown,
     Io(std::io::Error),
+}
+
+/// The deadline for one message's content: the DATA, or every BDAT chunk of
+/// one message together (with the commands between them).
+///
+/// It is `data_total_timeout` after the start, plus one second per
+/// `data_min_rate` bytes received, so a client must keep an average rate of
+/// at least `data_min_rate` once the first `data_total_timeout` has passed.
+/// The per-read `data_block_timeout` alone would let a client that sends one
+/// byte a second hold the session forever.
+#[derive(Debug, Clone, Copy)]
+struct DataDeadline {
+    start: tokio::time::Instant,
+    base: Duration,
+    min_rate: u64,
+    received: u64,
+}
+
+impl DataDeadline {
+    /// The longest a message may take, whatever its size: keeps `Instant`
+    /// arithmetic far from overflow.
+    const CAP: Duration = Duration::from_secs(365 * 24 * 3600);
+
+    fn new(limits: &LimitsConfig) -> Self {
+        Self::starting(
+            tokio::time::Instant::now(),
+            limits.data_total_timeout(),
+            limits.data_min_rate,
+        )
+    }
+
+    fn starting(start: tokio::time::Instant, base: Duration, min_rate: u64) -> Self {
+        Self {
+            start,
+            base,
+            min_rate,
+            received: 0,
+        }
+    }
+
+    /// Counts `n` more bytes of message content received.
+    fn add(&mut self, n: usize) {
+        self.received = self.received.saturating_add(n as u64);
+    }
+
+    /// The time allowed so far: the base plus `received / min_rate` seconds.
+    fn allowance(&self) -> Duration {
+        let extra = if self.min_rate == 0 {
+            Duration::ZERO
+        } else {
+            let nanos = u128::from(self.received) * 1_000_000_000 / u128::from(self.min_rate);
+            Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        };
+        self.base.saturating_add(extra).min(Self::CAP)
+    }
+
+    fn at(&self) -> tokio::time::Instant {
+        self.start + self.allowance()
+    }
+
+    /// How long the next read may wait: at most `per_read`, and `None` once
+    /// the deadline has passed.
+    fn wait(&self, per_read: Duration) -> Option<Duration> {
+        let left = self
+            .at()
+            .saturating_duration_since(tokio::time::Instant::now());
+        (!left.is_zero()).then(|| left.min(per_read))
+    }
+
+    fn expired(&self) -> bool {
+        tokio::time::Instant::now() >= self.at()
+    }
+
+    /// Logs why the client is cut off and queues the `421` (the caller closes
+    /// and discards what was received).
+    fn refuse<S>(&self, conn: &mut Conn<S>) {
+        warn!(
+            received = self.received,
+            elapsed_secs = self.start.elapsed().as_secs(),
+            allowed_secs = self.allowance().as_secs(),
+            "message data too slow (limits.data_total_timeout_secs, limits.data_min_rate): \
+             closing the connection, message discarded"
+        );
+        conn.reply(421, "4.4.2", "Message data too slow, closing connection");
+    }
 }
 
 /// The stream with its input and output buffers.
@@ -204,6 +289,8 @@ struct BdatState {
     size: u64,
     endings: LineEndings,
     failed: Option<(u16, &'static str, String)>,
+    /// Runs from the first chunk to the last.
+    deadline: DataDeadline,
 }
 
 /// Session state that outlives single commands.
@@ -229,6 +316,14 @@ impl State {
             bad_commands: 0,
             auth_failures: 0,
         }
+    }
+
+    /// The deadline of the BDAT message in progress, if any.
+    fn bdat_deadline(&self) -> Option<DataDeadline> {
+        self.transaction
+            .as_ref()
+            .and_then(|tx| tx.bdat.as_ref())
+            .map(|b| b.deadline)
     }
 
     /// RFC 3207 section 4.2: forget everything learnt before TLS.
@@ -313,10 +408,21 @@ where
         }
         let until =
             *deadline.get_or_insert_with(|| tokio::time::Instant::now() + limits.command_timeout());
+        // Between the chunks of a BDAT message its data deadline runs on.
+        let data = state.bdat_deadline();
+        if let Some(data) = data.filter(DataDeadline::expired) {
+            data.refuse(conn);
+            break;
+        }
+        let until = data.map_or(until, |d| d.at().min(until));
         let wait = until.saturating_duration_since(tokio::time::Instant::now());
         match conn.fill(wait, Some(&params.shutdown)).await {
             Ok(_) => {}
             Err(ReadEnd::Timeout) => {
+                if let Some(data) = data.filter(DataDeadline::expired) {
+                    data.refuse(conn);
+                    break;
+                }
                 info!("command timeout");
                 conn.reply(
                     421,
@@ -1062,6 +1168,10 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let limits = &params.shared.ctx.limits;
+    // The open message's deadline, or a new one: a refused chunk is read too.
+    let mut deadline = state
+        .bdat_deadline()
+        .unwrap_or_else(|| DataDeadline::new(limits));
     // Decide where the chunk goes before reading it.
     let mut refusal: Option<(u16, &'static str, String)> = None;
     let ready = match &state.transaction {
@@ -1091,12 +1201,13 @@ where
                     size: 0,
                     endings: LineEndings::new(params.listener.config.bare_line_endings),
                     failed: None,
+                    deadline,
                 });
                 state.transaction = Some(tx);
             }
             None => {
                 // The spool refused: the reply is queued; drop the chunk.
-                if skip_bytes(params, conn, size).await.is_err() {
+                if skip_bytes(params, conn, size, &mut deadline).await.is_err() {
                     return Flow::Close;
                 }
                 return Flow::Continue;
@@ -1106,20 +1217,17 @@ where
     let mut remaining = size;
     let mut out = Vec::new();
     while remaining > 0 {
-        if conn.input.is_empty() {
-            match conn.fill(limits.data_block_timeout(), None).await {
-                Ok(_) => {}
-                Err(ReadEnd::Timeout) => {
-                    info!("timeout in BDAT chunk");
-                    conn.reply(421, "4.4.2", "Timeout waiting for data, closing connection");
-                    return Flow::Close;
-                }
-                Err(_) => return Flow::Close,
-            }
+        if conn.input.is_empty()
+            && fill_data(conn, limits, &deadline, "BDAT chunk")
+                .await
+                .is_err()
+        {
+            return Flow::Close;
         }
         let take = usize::try_from(remaining)
             .unwrap_or(usize::MAX)
             .min(conn.input.len());
+        deadline.add(take);
         if let Some(bdat) = state.transaction.as_mut().and_then(|tx| tx.bdat.as_mut())
             && bdat.failed.is_none()
         {
@@ -1153,6 +1261,9 @@ where
         }
         conn.consume(take);
         remaining -= take as u64;
+    }
+    if let Some(bdat) = state.transaction.as_mut().and_then(|tx| tx.bdat.as_mut()) {
+        bdat.deadline = deadline;
     }
     if let Some((code, enhanced, text)) = refusal {
         conn.reply(code, enhanced, &text);
@@ -1208,22 +1319,53 @@ async fn skip_bytes<S>(
     params: &SessionParams,
     conn: &mut Conn<S>,
     mut n: u64,
+    deadline: &mut DataDeadline,
 ) -> Result<(), ReadEnd>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     while n > 0 {
         if conn.input.is_empty() {
-            conn.fill(params.shared.ctx.limits.data_block_timeout(), None)
-                .await?;
+            fill_data(conn, &params.shared.ctx.limits, deadline, "BDAT chunk").await?;
         }
         let take = usize::try_from(n)
             .unwrap_or(usize::MAX)
             .min(conn.input.len());
+        deadline.add(take);
         conn.consume(take);
         n -= take as u64;
     }
     Ok(())
+}
+
+/// Reads more message data, waiting at most `data_block_timeout` and never
+/// past `deadline`. On a timeout the `421` is queued (and the cause logged):
+/// the caller closes the connection and discards the message.
+async fn fill_data<S>(
+    conn: &mut Conn<S>,
+    limits: &LimitsConfig,
+    deadline: &DataDeadline,
+    what: &str,
+) -> Result<usize, ReadEnd>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(wait) = deadline.wait(limits.data_block_timeout()) else {
+        deadline.refuse(conn);
+        return Err(ReadEnd::Timeout);
+    };
+    match conn.fill(wait, None).await {
+        Err(ReadEnd::Timeout) if deadline.expired() => {
+            deadline.refuse(conn);
+            Err(ReadEnd::Timeout)
+        }
+        Err(ReadEnd::Timeout) => {
+            info!("timeout in {what} (limits.data_block_timeout_secs)");
+            conn.reply(421, "4.4.2", "Timeout waiting for data, closing connection");
+            Err(ReadEnd::Timeout)
+        }
+        other => other,
+    }
 }
 
 /// `DATA`: `354`, then the message through the strict decoder of
@@ -1277,10 +1419,12 @@ where
     let mut out = Vec::new();
     let mut incoming = Some(incoming);
     let mut write_error: Option<SpoolError> = None;
+    let mut deadline = DataDeadline::new(limits);
     loop {
         out.clear();
         let progress = decoder.decode(&conn.input, &mut out);
         conn.consume(progress.consumed);
+        deadline.add(progress.consumed);
         if !out.is_empty()
             && let Some(message) = incoming.as_mut()
             && let Err(e) = message.write(&out).instrument(span.clone()).await
@@ -1300,21 +1444,18 @@ where
             // Nothing more will be stored; drain to the terminator.
             message.abort().await;
         }
-        match conn.fill(limits.data_block_timeout(), None).await {
-            Ok(_) => {}
-            Err(end) => {
-                if let Some(message) = incoming.take() {
-                    message.abort().await;
-                }
-                let _enter = span.enter();
-                if matches!(end, ReadEnd::Timeout) {
-                    info!("timeout in DATA");
-                    conn.reply(421, "4.4.2", "Timeout waiting for data, closing connection");
-                } else {
-                    info!("connection lost in DATA: message discarded");
-                }
-                return Flow::Close;
+        let filled = fill_data(conn, limits, &deadline, "DATA")
+            .instrument(span.clone())
+            .await;
+        if let Err(end) = filled {
+            if let Some(message) = incoming.take() {
+                message.abort().await;
             }
+            if !matches!(end, ReadEnd::Timeout) {
+                let _enter = span.enter();
+                info!("connection lost in DATA: message discarded");
+            }
+            return Flow::Close;
         }
     }
     if let Err(e) = decoder.finish() {
@@ -1335,4 +1476,66 @@ where
         commit(params, conn, message, tx.recipients.len()).await;
     }
     Flow::Continue
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deadline(base_secs: u64, min_rate: u64) -> DataDeadline {
+        DataDeadline::starting(
+            tokio::time::Instant::now(),
+            Duration::from_secs(base_secs),
+            min_rate,
+        )
+    }
+
+    #[test]
+    fn data_deadline_grows_with_the_bytes_received() {
+        let mut d = deadline(300, 1024);
+        assert_eq!(d.allowance(), Duration::from_secs(300));
+        d.add(10 * 1024);
+        assert_eq!(d.allowance(), Duration::from_secs(310));
+        d.add(512);
+        assert_eq!(d.allowance(), Duration::from_millis(310_500));
+        // A 150 MB message at the minimum rate: 300 s plus about 40.7 hours.
+        let mut big = deadline(300, 1024);
+        big.add(150_000_000);
+        assert_eq!(big.allowance().as_secs(), 300 + 150_000_000 / 1024);
+        // One byte a second for ten minutes earns under a second.
+        let mut slow = deadline(300, 1024);
+        for _ in 0..600 {
+            slow.add(1);
+        }
+        assert!(slow.allowance() < Duration::from_secs(301));
+    }
+
+    #[test]
+    fn data_deadline_without_a_rate_is_a_flat_cap_and_never_overflows() {
+        let mut flat = deadline(600, 0);
+        flat.add(usize::MAX);
+        assert_eq!(flat.allowance(), Duration::from_secs(600));
+        let mut huge = deadline(u64::MAX / 2, 1);
+        huge.add(usize::MAX);
+        huge.add(usize::MAX);
+        assert_eq!(huge.allowance(), DataDeadline::CAP);
+        let _ = huge.at();
+    }
+
+    #[test]
+    fn data_deadline_wait_is_bounded_by_the_read_timeout_and_ends() {
+        let d = deadline(300, 1024);
+        assert_eq!(
+            d.wait(Duration::from_secs(180)),
+            Some(Duration::from_secs(180))
+        );
+        assert!(!d.expired());
+        let past = DataDeadline::starting(
+            tokio::time::Instant::now() - Duration::from_secs(10),
+            Duration::from_secs(5),
+            1024,
+        );
+        assert_eq!(past.wait(Duration::from_secs(180)), None);
+        assert!(past.expired());
+    }
 }
