@@ -89,6 +89,18 @@ pub(crate) fn json_object(message: &[u8]) -> serde_json::Value {
     }
 }
 
+/// A JSON failure challenge as the server sends it after `334 `: the base64 of an object
+/// holding the members that are present, in the order given (clients and tests compare the
+/// bytes, so the order is the mechanism's documented one).
+pub(crate) fn encode_challenge(members: &[(&str, Option<&str>)]) -> String {
+    let json_string = |s: &str| serde_json::Value::from(s).to_string();
+    let members: Vec<String> = members
+        .iter()
+        .filter_map(|&(key, value)| Some(format!("{}:{}", json_string(key), json_string(value?))))
+        .collect();
+    crate::line::encode_public(format!("{{{}}}", members.join(",")).as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,9 +2,9 @@
 //! `n,a=<authzid>,` then `^A`-separated `host`, `port` and `auth` pairs, and the JSON failure
 //! challenge of §3.2.2.
 
-use serde::Serialize;
-
-use crate::bearer::{check_token, json_object, json_text, pairs, parse_auth, set_once};
+use crate::bearer::{
+    check_token, encode_challenge, json_object, json_text, pairs, parse_auth, set_once,
+};
 use crate::error::{ClientError, DecodeError};
 use crate::line::{check_payload_len, utf8};
 use crate::{Credentials, Mechanism};
@@ -213,25 +213,11 @@ impl OAuthBearerFailure {
 
     /// The base64 challenge text a server sends after `334 ` (keys in RFC 7628's order).
     pub fn to_challenge(&self) -> String {
-        #[derive(Serialize)]
-        struct Json<'a> {
-            #[serde(skip_serializing_if = "Option::is_none")]
-            status: Option<&'a str>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            scope: Option<&'a str>,
-            #[serde(
-                rename = "openid-configuration",
-                skip_serializing_if = "Option::is_none"
-            )]
-            openid_configuration: Option<&'a str>,
-        }
-        let json = serde_json::to_vec(&Json {
-            status: self.status.as_deref(),
-            scope: self.scope.as_deref(),
-            openid_configuration: self.openid_configuration.as_deref(),
-        })
-        .unwrap_or_default();
-        crate::line::encode_public(&json)
+        encode_challenge(&[
+            ("status", self.status.as_deref()),
+            ("scope", self.scope.as_deref()),
+            ("openid-configuration", self.openid_configuration.as_deref()),
+        ])
     }
 }
 

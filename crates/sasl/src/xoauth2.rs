@@ -2,9 +2,9 @@
 //! [Microsoft](https://learn.microsoft.com/en-us/exchange/client-developer/legacy-protocols/how-to-authenticate-an-imap-pop-smtp-application-by-using-oauth)):
 //! `user=<user>^Aauth=Bearer <token>^A^A`, and Gmail's JSON failure challenge.
 
-use serde::Serialize;
-
-use crate::bearer::{check_token, json_object, json_text, pairs, parse_auth, set_once};
+use crate::bearer::{
+    check_token, encode_challenge, json_object, json_text, pairs, parse_auth, set_once,
+};
 use crate::error::{ClientError, DecodeError};
 use crate::line::{check_payload_len, utf8};
 use crate::{Credentials, Mechanism};
@@ -132,22 +132,11 @@ impl Xoauth2Failure {
 
     /// The base64 challenge text a server sends after `334 ` (keys in Gmail's order).
     pub fn to_challenge(&self) -> String {
-        #[derive(Serialize)]
-        struct Json<'a> {
-            #[serde(skip_serializing_if = "Option::is_none")]
-            status: Option<&'a str>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            schemes: Option<&'a str>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            scope: Option<&'a str>,
-        }
-        let json = serde_json::to_vec(&Json {
-            status: self.status.as_deref(),
-            schemes: self.schemes.as_deref(),
-            scope: self.scope.as_deref(),
-        })
-        .unwrap_or_default();
-        crate::line::encode_public(&json)
+        encode_challenge(&[
+            ("status", self.status.as_deref()),
+            ("schemes", self.schemes.as_deref()),
+            ("scope", self.scope.as_deref()),
+        ])
     }
 }
 
