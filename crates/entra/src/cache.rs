@@ -13,7 +13,9 @@
 //!   backoff (1 s doubling to 60 s, or the server's `Retry-After` up to 60 s);
 //! - once no usable token is left, callers wait for one refresh (single flight: one HTTP
 //!   request whatever the number of callers), retried on transient failures up to 4 attempts
-//!   with the same backoff. A failure is shared by every caller that waited for it, and
+//!   with the same backoff (a timed-out request only when [`CachePolicy::retry_timeouts`] is
+//!   on, so that a caller that retries later anyway waits one timeout at most). A failure is
+//!   shared by every caller that waited for it, and
 //!   remembered for the backoff (60 s after a permanent error, as MSAL does) so that a broken
 //!   configuration does not hammer Entra (AADSTS50196 loop detection).
 //!
@@ -111,6 +113,12 @@ pub struct CachePolicy {
     pub max_attempts: u32,
     /// How long a permanent error is returned without asking the authority again. Default 60 s.
     pub permanent_error_hold: Duration,
+    /// Whether a request that timed out (a hung token endpoint) is retried within the same
+    /// call, up to `max_attempts`. Default `true`. Off, a call waits at most one request
+    /// timeout: for callers that retry later anyway (a mail queue), so that a hung endpoint
+    /// holds them for one timeout rather than `max_attempts` of them plus the backoffs. The
+    /// failure is remembered for the backoff either way, so callers meanwhile fail at once.
+    pub retry_timeouts: bool,
 }
 
 impl Default for CachePolicy {
@@ -122,6 +130,7 @@ impl Default for CachePolicy {
             max_backoff: Duration::from_secs(60),
             max_attempts: 4,
             permanent_error_hold: Duration::from_secs(60),
+            retry_timeouts: true,
         }
     }
 }
@@ -372,7 +381,11 @@ impl TokenHandle {
             let started = self.cache.clock.now();
             match self.fetch().await {
                 Ok(resp) => return Ok(self.install(&resp, started)),
-                Err(e) if e.is_transient() && attempt < policy.max_attempts => {
+                Err(e)
+                    if e.is_transient()
+                        && attempt < policy.max_attempts
+                        && (policy.retry_timeouts || !timed_out(&e)) =>
+                {
                     let wait = retry_after(&e)
                         .map_or(backoff, |r| r.max(backoff))
                         .min(policy.max_backoff);
@@ -455,6 +468,14 @@ impl TokenHandle {
         st.last_error = Some(error);
         st.generation += 1;
     }
+}
+
+/// Whether the request got no answer in time (the client's timeout or the transport's).
+fn timed_out(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Timeout(_) | Error::Transport(crate::TransportError::Timeout)
+    )
 }
 
 fn retry_after(e: &Error) -> Option<Duration> {

@@ -173,6 +173,36 @@ async fn hung_endpoint_under_the_cache() {
     assert!(matches!(e, Error::Timeout(_)), "{e:?}");
     assert_eq!(sim.request_count(Endpoint::Token), 2);
     assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Without retries of timeouts: one request per call, and the failure is shared by
+    // every caller until the backoff ends (no new request meanwhile).
+    let mut policy = CachePolicy::default();
+    policy.retry_timeouts = false;
+    policy.initial_backoff = Duration::from_secs(30);
+    let cache = TokenCache::with(Arc::new(MemoryStore::new()), clock.arc(), policy);
+    let before = sim.request_count(Endpoint::Token);
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let (cache, c) = (cache.clone(), c.clone());
+            tokio::spawn(async move { cache.get(&c, APP_SCOPE, None).await })
+        })
+        .collect();
+    for t in tasks {
+        let e = t.await.unwrap().unwrap_err();
+        assert!(matches!(e, Error::Timeout(_)) && e.is_transient(), "{e:?}");
+    }
+    assert_eq!(sim.request_count(Endpoint::Token), before + 1);
+    let e = cache.get(&c, APP_SCOPE, None).await.unwrap_err();
+    assert!(matches!(e, Error::Timeout(_)), "{e:?}");
+    assert_eq!(sim.request_count(Endpoint::Token), before + 1);
+    // Other transient failures are still retried within the call.
+    sim.set_sticky(Endpoint::Token, None);
+    sim.inject(Endpoint::Token, EntraFault::TemporarilyUnavailable);
+    let mut policy = CachePolicy::default();
+    policy.retry_timeouts = false;
+    policy.initial_backoff = Duration::from_millis(10);
+    let cache = TokenCache::with(Arc::new(MemoryStore::new()), clock.arc(), policy);
+    assert!(cache.get(&c, APP_SCOPE, None).await.is_ok());
 }
 
 /// Signs the user in with the device-code flow and seeds the cache (the admin's one-off step).

@@ -22,10 +22,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use postern_entra::{
-    AccessToken, Authority, CertificateCredential, MemoryStore, OAuthClient, RefreshTokenStore,
-    ReqwestClient, Secret, TokenCache, TokenHandle,
+    AccessToken, Authority, CachePolicy, CertificateCredential, MemoryStore, OAuthClient,
+    RefreshTokenStore, ReqwestClient, Secret, SystemClock, TokenCache, TokenHandle,
 };
 use serde::Deserialize;
 
@@ -78,7 +79,20 @@ pub struct IdentityConfig {
     /// Extra CA certificates (PEM) trusted for the token endpoint.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// The longest one token request may take, connecting included (`"30s"` when absent;
+    /// at most 10 minutes). A delivery waits for a token at most this long: when the token
+    /// endpoint hangs, the delivery is deferred (never bounced) and its worker freed.
+    #[serde(default, deserialize_with = "crate::config::de_opt_duration")]
+    pub token_timeout: Option<Duration>,
 }
+
+/// The token request timeout when `token_timeout` is absent.
+pub const DEFAULT_TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest `token_timeout` accepted.
+pub const MAX_TOKEN_TIMEOUT: Duration = Duration::from_secs(600);
+/// The longest wait for the TCP and TLS connection to the token endpoint (within the
+/// token timeout).
+const TOKEN_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl IdentityConfig {
     /// Whether the identity acts for a signed-in user (it has a refresh-token store).
@@ -86,8 +100,27 @@ impl IdentityConfig {
         self.refresh_token_store.is_some()
     }
 
+    /// The token request timeout (see [`IdentityConfig::token_timeout`]).
+    pub fn token_timeout(&self) -> Duration {
+        self.token_timeout.unwrap_or(DEFAULT_TOKEN_TIMEOUT)
+    }
+
     /// Checks what serde cannot; `Err((key suffix, message))`.
     pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
+        if let Some(t) = self.token_timeout {
+            if t.is_zero() {
+                return Err(("token_timeout", "must be more than 0 (e.g. \"30s\")".into()));
+            }
+            if t > MAX_TOKEN_TIMEOUT {
+                return Err((
+                    "token_timeout",
+                    format!(
+                        "{t:?} is longer than the 10 minute maximum: a hung token endpoint \
+                         would hold deliveries that long (the default is \"30s\")"
+                    ),
+                ));
+            }
+        }
         if self.tenant.trim().is_empty() {
             return Err(("tenant", "must not be empty".into()));
         }
@@ -214,13 +247,19 @@ impl Identities {
             cfg.validate().map_err(|(k, m)| err(format!("{k}: {m}")))?;
             let authority =
                 parse_authority(cfg.authority.as_deref().unwrap_or("global")).map_err(err)?;
-            let mut http = ReqwestClient::builder();
+            let timeout = cfg.token_timeout();
+            // The OAuth client's timeout bounds the whole request (and names the duration
+            // in its error); the transport's own is a backstop just past it.
+            let mut http = ReqwestClient::builder()
+                .timeout(timeout + Duration::from_secs(1))
+                .connect_timeout(timeout.min(TOKEN_CONNECT_TIMEOUT));
             if let Some(ca) = &cfg.ca_file {
                 http = http.extra_ca_file(ca).map_err(|e| err(e.to_string()))?;
             }
             let http = http.build().map_err(|e| err(e.to_string()))?;
             let mut b = OAuthClient::builder(authority, cfg.tenant.clone(), cfg.client_id.clone())
-                .http_client(Arc::new(http));
+                .http_client(Arc::new(http))
+                .timeout(timeout);
             if let Some(path) = &cfg.client_secret_file {
                 let s = Secret::from_file(path).map_err(|e| {
                     err(format!(
@@ -254,7 +293,7 @@ impl Identities {
             );
         }
         Ok(Self {
-            cache: TokenCache::new(store),
+            cache: TokenCache::with(store, Arc::new(SystemClock::new()), cache_policy()),
             built,
             metrics: None,
         })
@@ -308,6 +347,15 @@ impl Identities {
             .get(name)
             .and_then(|b| b.config.client_secret_file.as_deref())
     }
+}
+
+/// The token cache policy of the engine: the defaults, except that a timed-out token
+/// request is not retried within one delivery attempt (the queue retries the delivery
+/// later), so a hung token endpoint holds a delivery for one `token_timeout`, not four.
+fn cache_policy() -> CachePolicy {
+    let mut policy = CachePolicy::default();
+    policy.retry_timeouts = false;
+    policy
 }
 
 /// Where one route's access tokens come from: a handle on the shared cache.
@@ -459,6 +507,23 @@ mod tests {
             "authority = \"mars\"\ntenant = \"t\"\nclient_id = \"c\"\nclient_secret_env = \"X\"\n",
         );
         assert_eq!(bad.validate().unwrap_err().0, "authority");
+    }
+
+    #[test]
+    fn token_timeout_defaults_and_bounds() {
+        let base = "tenant = \"t\"\nclient_id = \"c\"\nclient_secret_env = \"X\"\n";
+        assert_eq!(cfg(base).token_timeout(), DEFAULT_TOKEN_TIMEOUT);
+        let short = cfg(&format!("{base}token_timeout = \"750ms\"\n"));
+        assert!(short.validate().is_ok());
+        assert_eq!(short.token_timeout(), Duration::from_millis(750));
+        for bad in ["\"0s\"", "\"11m\""] {
+            let c = cfg(&format!("{base}token_timeout = {bad}\n"));
+            let (key, msg) = c.validate().unwrap_err();
+            assert_eq!(key, "token_timeout", "{bad}: {msg}");
+        }
+        assert!(
+            toml::from_str::<IdentityConfig>(&format!("{base}token_timeout = \"soon\"\n")).is_err()
+        );
     }
 
     #[test]

@@ -34,13 +34,22 @@ async fn setup() -> (Cloud, Dir, postern::RelayHandle) {
 }
 
 async fn send_n(relay: &postern::RelayHandle, prefix: &str, n: usize) -> Vec<String> {
+    send_n_to(relay, prefix, n, "reception@contoso.com").await
+}
+
+async fn send_n_to(
+    relay: &postern::RelayHandle,
+    prefix: &str,
+    n: usize,
+    rcpt: &str,
+) -> Vec<String> {
     let mut tokens = Vec::new();
     for i in 0..n {
         let token = format!("{prefix}{i}");
         let r = submit(
             relay.local_addrs()[0],
             MAILBOX,
-            &["reception@contoso.com"],
+            &[rcpt],
             &message(MAILBOX, &token),
         )
         .await
@@ -148,9 +157,29 @@ async fn upstream_dropping_or_hanging_mid_data_and_421_451() {
     relay.shutdown().await;
 }
 
+/// The token endpoint failing (503), then hanging, then back, with the identity's
+/// `token_timeout` at 1 s: each hung request ends after it and the delivery is deferred
+/// (category `token`, the reply naming the 1 s), never bounced; meanwhile a second route, with
+/// its own identity and token endpoint, keeps delivering; after recovery everything goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_endpoint_failing_then_hanging_then_back() {
-    let (cloud, dir, relay) = setup().await;
+    let cloud = Cloud::start().await;
+    // A second tenant: its own Entra ID and Exchange Online, reached through route `other`
+    // with identity `other` (mail to fabrikam.com).
+    let other = Cloud::start().await;
+    let (dir, other_dir) = (Dir::new(), Dir::new());
+    let second = other
+        .toml(&other_dir, "")
+        .replace("[routes.m365]", "[routes.other]")
+        .replace("identity = \"app\"", "identity = \"other\"")
+        .replace("[identities.app]", "[identities.other]");
+    let extra = format!(
+        "{}token_timeout = \"1s\"\n{second}token_timeout = \"1s\"\n\
+         [[rules]]\nrecipient_domain = [\"fabrikam.com\"]\nroutes = [\"other\"]\n",
+        cloud.toml(&dir, "")
+    );
+    let relay = start(dir.config(&dir.toml("m365", "", &extra))).await;
+
     cloud.entra.set_sticky(
         EntraEndpoint::Token,
         Some(EntraFault::Status {
@@ -161,16 +190,60 @@ async fn token_endpoint_failing_then_hanging_then_back() {
     let mut tokens = send_n(&relay, "tok5xx", 2).await;
     retries_against_the_fault().await;
     assert!(cloud.exo.recorder().is_empty());
+
     cloud
         .entra
         .set_sticky(EntraEndpoint::Token, Some(EntraFault::Hang));
+    let hung_before = cloud.entra.request_count(EntraEndpoint::Token);
     tokens.extend(send_n(&relay, "tokhang", 2).await);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The other route is not held up by the hung one.
+    let elsewhere = send_n_to(&relay, "elsewhere", 2, "partner@fabrikam.com").await;
+    all_delivered(&other, &dir, &elsewhere, false).await;
+    // A hung request ends at the 1 s token_timeout (not the 30 s default): the queue retries
+    // and asks again while the endpoint still hangs.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while cloud.entra.request_count(EntraEndpoint::Token) < hung_before + 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a hung token request was not cut off by token_timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Deferred with the cause, not bounced.
+    let spool = postern::spool::inspect(&dir.path().join("spool")).unwrap();
+    let hung: Vec<_> = spool
+        .iter()
+        .filter(|m| {
+            m.message
+                .envelope()
+                .recipients
+                .iter()
+                .any(|r| r.address == "reception@contoso.com")
+        })
+        .collect();
+    assert_eq!(hung.len(), 4, "all four wait in the spool");
+    let timed_out = hung
+        .iter()
+        .flat_map(|m| &m.state.recipients)
+        .filter(|r| {
+            r.outcome.is_none()
+                && r.last_category.as_deref() == Some("token")
+                && r.last_reply
+                    .as_deref()
+                    .is_some_and(|t| t.contains("did not answer within 1s"))
+        })
+        .count();
+    assert!(
+        timed_out >= 1,
+        "{:#?}",
+        hung.iter().map(|m| &m.state).collect::<Vec<_>>()
+    );
     assert!(cloud.exo.recorder().is_empty());
+    assert!(dir.eml("bounces").is_empty(), "a token failure was bounced");
+
     cloud.entra.clear_faults();
-    // A token request already hanging ends at the OAuth client's 30 s timeout; the
-    // messages wait for it (single flight) and go right after.
-    all_delivered_within(&cloud, &dir, &tokens, false, Duration::from_secs(50)).await;
+    all_delivered(&cloud, &dir, &tokens, false).await;
+    assert_eq!(other.exo.recorder().messages().len(), 2);
     relay.shutdown().await;
 }
 
@@ -230,11 +303,7 @@ async fn permanent_failures_bounce_exactly_once_and_never_loop() {
     let bounces = dir.wait_eml("bounces", 3, WAIT).await;
     // Let the queue settle: every message finished, and a loop would have shown by now.
     let deadline = tokio::time::Instant::now() + WAIT;
-    while dir
-        .spool_files()
-        .iter()
-        .any(|p| p.extension().is_some_and(|x| x == "msg"))
-    {
+    while !dir.spooled().is_empty() {
         assert!(tokio::time::Instant::now() < deadline, "spool not drained");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -87,6 +87,35 @@ fn every_config_error_names_file_line_and_key() {
             "expected relay.toml:{line}: {key}..., got: {e}"
         );
     }
+    // An identity's token_timeout: unparsable, zero, or past the 10 minute maximum.
+    let with_identity = dir.toml(
+        "m365",
+        "",
+        "[routes.m365]\ntype = \"client_submission\"\nhost = \"127.0.0.1\"\nport = 1\n\
+         identity = \"app\"\nmailbox = \"scanner@contoso.com\"\n\
+         [identities.app]\ntenant = \"contoso.onmicrosoft.com\"\n\
+         client_id = \"6731de76-14a6-49ae-97bc-6eba6914391e\"\n\
+         client_secret_env = \"POSTERN_TEST_UNUSED\"\ntoken_timeout = \"5s\"\n",
+    );
+    Config::from_toml(&with_identity, "relay.toml").unwrap();
+    for (bad, says) in [
+        ("soon", "invalid duration"),
+        ("0s", "more than 0"),
+        ("11m", "10 minute maximum"),
+    ] {
+        let text = with_identity.replace(
+            "token_timeout = \"5s\"",
+            &format!("token_timeout = \"{bad}\""),
+        );
+        let e = err(&text);
+        let line = line_of(&text, "token_timeout");
+        assert!(
+            e.starts_with(&format!(
+                "relay.toml:{line}: identities.app.token_timeout: "
+            )) && e.contains(says),
+            "{bad}: {e}"
+        );
+    }
     // A syntax error names its line.
     let e = err("[[listeners]\nname = 1\n");
     assert!(e.starts_with("relay.toml:1: syntax error"), "{e}");
