@@ -62,17 +62,17 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use postern_sasl::{AuthError, Credentials, Mechanism, ServerExchange, ServerStep};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
-use tokio::task::{JoinHandle, JoinSet};
+use postern_sasl::{Credentials, Mechanism};
+use tokio::net::TcpListener;
 
-use crate::fault::{Fault, Faults, SERVICE_UNAVAILABLE, TEMPORARY};
+use crate::fault::Faults;
+use crate::listener::{ServerTask, default_organization};
 use crate::org::{BasicAuth, Organization};
-use crate::record::{AcceptedMessage, AuthMethod, Endpoint, Identity, Recorder, Refusal};
+use crate::record::{AuthMethod, Endpoint, Identity, Recorder};
+use crate::smtp_server::{self, Core, Cx, Message, Policy};
 use crate::tls::TestCa;
 use crate::token::{self, ACS_AUDIENCE, SMTP_AUDIENCES, TokenValidator};
-use crate::wire::{self, Conn, HostNames, Line};
+use crate::wire::{self, HostNames};
 
 /// The size advertised in `EHLO` (150 MiB), the service-wide maximum.
 pub const SERVICE_MAX_SIZE: usize = 157_286_400;
@@ -219,20 +219,19 @@ impl SubmissionServerBuilder {
         let ca = self.ca.unwrap_or_default();
         let name = self.profile.tls_server_name();
         let cert = ca.server_cert(&[name]);
-        let tls = ca.server_config(&cert, &[]);
-        let org = self.org.unwrap_or_else(|| {
-            Organization::builder("00000000-0000-0000-0000-000000000000", "contoso.com").build()
-        });
+        let org = self.org.unwrap_or_else(default_organization);
         let recorder = self.recorder.unwrap_or_default();
         let faults = Arc::new(Faults::default());
+        let core = Arc::new(Core {
+            names: HostNames::random(self.profile.host_domain()),
+            faults: Arc::clone(&faults),
+            recorder: recorder.clone(),
+            tls: ca.server_config(&cert, &[]),
+        });
         let shared = Arc::new(Shared {
             profile: self.profile,
             org: org.clone(),
             tokens: self.tokens,
-            recorder: recorder.clone(),
-            faults: Arc::clone(&faults),
-            tls,
-            names: HostNames::random(self.profile.host_domain()),
             rate_window: self.rate_window,
             budget_window: self.budget_window,
             max_concurrent: self.max_concurrent,
@@ -241,8 +240,14 @@ impl SubmissionServerBuilder {
                 .unwrap_or_else(|| self.profile.default_max_recipients()),
             usage: Mutex::default(),
         });
-        let stop = Arc::new(Notify::new());
-        let task = tokio::spawn(accept_loop(listener, shared, Arc::clone(&stop)));
+        let task = ServerTask::spawn(listener, move |stream, peer| {
+            let policy = Submission {
+                shared: Arc::clone(&shared),
+                identity: None,
+                slot: None,
+            };
+            smtp_server::serve(Arc::clone(&core), policy, stream, peer)
+        });
         Ok(SubmissionServer {
             profile: self.profile,
             addr,
@@ -250,8 +255,7 @@ impl SubmissionServerBuilder {
             org,
             recorder,
             faults,
-            stop,
-            task: Some(task),
+            task,
         })
     }
 }
@@ -265,8 +269,7 @@ pub struct SubmissionServer {
     org: Organization,
     recorder: Recorder,
     faults: Arc<Faults>,
-    stop: Arc<Notify>,
-    task: Option<JoinHandle<()>>,
+    task: ServerTask,
 }
 
 impl std::fmt::Debug for SubmissionServer {
@@ -338,18 +341,7 @@ impl SubmissionServer {
 
     /// Stops accepting, closes every session and waits for the server task to end.
     pub async fn shutdown(mut self) {
-        self.stop.notify_one();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for SubmissionServer {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        self.task.shutdown().await;
     }
 }
 
@@ -364,10 +356,6 @@ struct Shared {
     profile: Profile,
     org: Organization,
     tokens: Arc<dyn TokenValidator>,
-    recorder: Recorder,
-    faults: Arc<Faults>,
-    tls: Arc<rustls::ServerConfig>,
-    names: HostNames,
     rate_window: Duration,
     budget_window: Duration,
     max_concurrent: usize,
@@ -381,22 +369,6 @@ impl Shared {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-}
-
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Arc<Notify>) {
-    let mut sessions = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                if let Ok((stream, peer)) = accepted {
-                    sessions.spawn(session(Arc::clone(&shared), stream, peer));
-                }
-            }
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-            () = stop.notified() => break,
-        }
-    }
-    sessions.shutdown().await;
 }
 
 /// Holds one of a mailbox's concurrent-session slots.
@@ -414,287 +386,188 @@ impl Drop for Slot {
     }
 }
 
-#[derive(Default)]
-struct Txn {
-    mail_from: Option<String>,
-    rcpts: Vec<String>,
-    bdat: Vec<u8>,
-    bdat_size: usize,
-    bdat_fault: Option<Fault>,
-}
-
-struct Session {
+/// What client submission (and HVE, ACS) does differently from the MX: `AUTH` after TLS, a
+/// mailbox's limits, Send As, and the message rate and recipient budget.
+struct Submission {
     shared: Arc<Shared>,
-    conn: Conn,
-    helo: Option<String>,
     identity: Option<Identity>,
     slot: Option<Slot>,
-    txn: Txn,
 }
 
-enum Flow {
-    Continue,
-    Stop,
-}
-
-async fn session(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
-    let conn = Conn::new(stream, peer, Arc::clone(&shared.faults));
-    let mut s = Session {
-        shared,
-        conn,
-        helo: None,
-        identity: None,
-        slot: None,
-        txn: Txn::default(),
-    };
-    let _ = s.run().await;
-    s.conn.close().await;
-}
-
-impl Session {
-    fn trailer(&self) -> String {
-        self.shared.names.trailer()
+impl Policy for Submission {
+    fn endpoint(&self) -> Endpoint {
+        self.shared.profile.endpoint()
     }
 
-    async fn reply(&mut self, command: &str, line: &str) -> io::Result<()> {
-        let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-        if code >= 400 {
-            self.shared.recorder.push_refusal(Refusal {
-                endpoint: self.shared.profile.endpoint(),
-                command: command.to_owned(),
-                code,
-                text: line.get(4..).unwrap_or_default().to_owned(),
-                identity: self.identity.clone(),
-                mail_from: self.txn.mail_from.clone(),
-                client_addr: self.conn.peer,
-            });
-        }
-        self.conn.send(line).await
+    fn identity(&self) -> Option<Identity> {
+        self.identity.clone()
     }
 
-    async fn run(&mut self) -> io::Result<()> {
-        match self.shared.faults.take_connection_fault() {
-            Some(Fault::RefuseConnection) => {
-                self.reply("CONNECT", SERVICE_UNAVAILABLE).await?;
-                return Ok(());
-            }
-            Some(Fault::Hang) => {
-                std::future::pending::<()>().await;
-            }
-            _ => {}
-        }
-        let greeting = format!(
-            "220 {} Microsoft ESMTP MAIL Service ready at {} [{}]",
-            self.shared.names.greeting_host(),
-            wire::rfc5322_now(),
-            wire::hex16()
-        );
-        self.conn.send(&greeting).await?;
-        loop {
-            let line = match self.conn.read_line().await? {
-                Line::Text(t) => t,
-                Line::Eof => return Ok(()),
-            };
-            let (verb, rest) = wire::split_command(&line);
-            let flow = match verb.as_str() {
-                "EHLO" => self.ehlo(rest).await?,
-                "HELO" => self.helo(rest).await?,
-                "STARTTLS" => self.starttls().await?,
-                "AUTH" => self.auth(rest).await?,
-                "MAIL" => self.mail(rest).await?,
-                "RCPT" => self.rcpt(rest).await?,
-                "DATA" => self.data().await?,
-                "BDAT" => self.bdat(rest).await?,
-                "RSET" => {
-                    self.txn = Txn::default();
-                    self.reply("RSET", "250 2.0.0 Resetting").await?;
-                    Flow::Continue
-                }
-                "NOOP" => {
-                    self.reply("NOOP", "250 2.0.0 OK").await?;
-                    Flow::Continue
-                }
-                "QUIT" => {
-                    self.reply("QUIT", "221 2.0.0 Service closing transmission channel")
-                        .await?;
-                    Flow::Stop
-                }
-                _ => {
-                    let text = format!("500 5.3.3 Unrecognized command '{verb}'");
-                    self.reply(&verb, &text).await?;
-                    Flow::Continue
-                }
-            };
-            if let Flow::Stop = flow {
-                return Ok(());
-            }
-        }
-    }
-
-    async fn ehlo(&mut self, rest: &str) -> io::Result<Flow> {
-        if rest.trim().is_empty() {
-            self.reply("EHLO", "501 5.5.4 Invalid domain name").await?;
-            return Ok(Flow::Continue);
-        }
-        self.helo = Some(rest.trim().to_owned());
-        self.txn = Txn::default();
-        let middle = if self.conn.is_tls() {
+    fn ehlo_keyword(&self, tls: bool) -> Option<&'static str> {
+        Some(if tls {
             "AUTH LOGIN XOAUTH2"
         } else {
             "STARTTLS"
-        };
-        let lines = [
-            format!(
-                "250-{} Hello {}",
-                self.shared.names.greeting_host(),
-                wire::bracket_ip(self.conn.peer)
-            ),
-            format!("250-SIZE {SERVICE_MAX_SIZE}"),
-            "250-PIPELINING".to_owned(),
-            "250-DSN".to_owned(),
-            "250-ENHANCEDSTATUSCODES".to_owned(),
-            format!("250-{middle}"),
-            "250-8BITMIME".to_owned(),
-            "250-BINARYMIME".to_owned(),
-            "250-CHUNKING".to_owned(),
-            "250 SMTPUTF8".to_owned(),
-        ];
-        self.reply("EHLO", &lines.join("\r\n")).await?;
-        Ok(Flow::Continue)
+        })
     }
 
-    async fn helo(&mut self, rest: &str) -> io::Result<Flow> {
-        if rest.trim().is_empty() {
-            self.reply("HELO", "501 5.5.4 Invalid domain name").await?;
-            return Ok(Flow::Continue);
+    fn auth_mechanisms(&self, tls: bool) -> &'static [Mechanism] {
+        if tls {
+            &[Mechanism::Login, Mechanism::Xoauth2]
+        } else {
+            &[]
         }
-        self.helo = Some(rest.trim().to_owned());
-        self.txn = Txn::default();
-        let line = format!(
-            "250 {} Hello {}",
-            self.shared.names.greeting_host(),
-            wire::bracket_ip(self.conn.peer)
-        );
-        self.reply("HELO", &line).await?;
-        Ok(Flow::Continue)
     }
 
-    async fn starttls(&mut self) -> io::Result<Flow> {
-        if self.conn.is_tls() {
-            self.reply("STARTTLS", "503 5.5.1 Bad sequence of commands")
-                .await?;
-            return Ok(Flow::Continue);
-        }
-        self.reply("STARTTLS", "220 2.0.0 SMTP server ready")
-            .await?;
-        if self
-            .conn
-            .starttls(Arc::clone(&self.shared.tls))
-            .await
-            .is_err()
-        {
-            return Ok(Flow::Stop);
-        }
-        self.helo = None;
-        self.identity = None;
-        self.slot = None;
-        self.txn = Txn::default();
-        Ok(Flow::Continue)
-    }
-
-    async fn auth(&mut self, rest: &str) -> io::Result<Flow> {
-        let unrecognized = format!(
-            "504 5.7.4 Unrecognized authentication type {}",
-            self.trailer()
-        );
-        if !self.conn.is_tls() {
-            self.reply("AUTH", &unrecognized).await?;
-            return Ok(Flow::Continue);
-        }
-        if self.identity.is_some() || self.txn.mail_from.is_some() {
-            self.reply("AUTH", "503 5.5.1 Bad sequence of commands")
-                .await?;
-            return Ok(Flow::Continue);
-        }
-        let (mech, initial) = match rest.split_once(' ') {
-            Some((m, ir)) => (m, Some(ir.trim())),
-            None => (rest.trim(), None),
-        };
-        let Ok(mechanism @ (Mechanism::Login | Mechanism::Xoauth2)) = mech.parse::<Mechanism>()
-        else {
-            self.reply("AUTH", &unrecognized).await?;
-            return Ok(Flow::Continue);
-        };
-        let mut exchange = ServerExchange::new(mechanism);
-        let mut step = exchange.start(initial.map(str::as_bytes));
-        let creds = loop {
-            match step {
-                Ok(ServerStep::Challenge(c)) => {
-                    self.conn.send(&format!("334 {c}")).await?;
-                    let line = match self.conn.read_line().await? {
-                        Line::Text(t) => t,
-                        Line::Eof => return Ok(Flow::Stop),
-                    };
-                    step = exchange.step(line.as_bytes());
-                }
-                Ok(ServerStep::Done(creds)) => break creds,
-                Ok(_) => {
-                    self.reply("AUTH", "503 5.5.1 Bad sequence of commands")
-                        .await?;
-                    return Ok(Flow::Continue);
-                }
-                Err(AuthError::Cancelled) => {
-                    // Office 365 answers a cancelled exchange with 535, not RFC 4954's 501.
-                    let line = format!("535 5.7.3 Authentication unsuccessful {}", self.trailer());
-                    self.reply("AUTH", &line).await?;
-                    return Ok(Flow::Continue);
-                }
-                Err(e) => {
-                    self.reply("AUTH", &e.reply().to_string()).await?;
-                    return Ok(Flow::Continue);
-                }
-            }
-        };
-        let identity = match self.verify(&creds) {
-            Ok(identity) => identity,
-            Err(line) => {
-                self.reply("AUTH", &line).await?;
-                return Ok(Flow::Continue);
-            }
-        };
+    fn authenticate(&mut self, cx: &Cx<'_>, creds: &Credentials) -> Result<(), String> {
+        let identity = self.verify(cx, creds)?;
         // Concurrency is counted per mailbox once a session has authenticated.
         let key = identity.mailbox.to_ascii_lowercase();
-        let admitted = {
+        {
             let mut usage = self.shared.usage();
             let n = usage.sessions.entry(key.clone()).or_insert(0);
             if *n >= self.shared.max_concurrent {
-                false
-            } else {
-                *n += 1;
-                true
+                return Err(format!(
+                    "432 4.3.2 Concurrent connections limit exceeded. {}",
+                    cx.trailer()
+                ));
             }
-        };
-        if !admitted {
-            let line = format!(
-                "432 4.3.2 Concurrent connections limit exceeded. {}",
-                self.trailer()
-            );
-            self.reply("AUTH", &line).await?;
-            return Ok(Flow::Continue);
+            *n += 1;
         }
         self.slot = Some(Slot {
             shared: Arc::clone(&self.shared),
             key,
         });
         self.identity = Some(identity);
-        self.reply("AUTH", "235 2.7.0 Authentication successful")
-            .await?;
-        Ok(Flow::Continue)
+        Ok(())
     }
 
+    fn mail_gate(&self, cx: &Cx<'_>) -> Result<(), String> {
+        if !cx.conn.is_tls() {
+            return Err(format!(
+                "451 5.7.3 STARTTLS is required to send mail {}",
+                cx.trailer()
+            ));
+        }
+        if self.identity.is_none() {
+            return Err(format!(
+                "530 5.7.57 Client not authenticated to send mail. {}",
+                cx.trailer()
+            ));
+        }
+        Ok(())
+    }
+
+    fn max_size(&self) -> usize {
+        let mailbox = self
+            .identity
+            .as_ref()
+            .and_then(|identity| self.shared.org.mailbox(&identity.mailbox));
+        mailbox.map_or(SERVICE_MAX_SIZE, |m| m.max_send_size.min(SERVICE_MAX_SIZE))
+    }
+
+    fn rcpt(
+        &self,
+        cx: &Cx<'_>,
+        _mail_from: &str,
+        rcpts: &[String],
+        rcpt: &str,
+    ) -> Result<(), String> {
+        if rcpts.len() >= self.shared.max_recipients {
+            return Err("452 4.5.3 Too many recipients".to_owned());
+        }
+        if self.shared.profile == Profile::Hve && !self.shared.org.is_internal(rcpt) {
+            return Err(format!("550 5.7.1 Unable to relay {}", cx.trailer()));
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self, cx: &Cx<'_>, message: &Message<'_>) -> Result<Duration, String> {
+        let Some(identity) = &self.identity else {
+            return Err("503 5.5.1 Bad sequence of commands".to_owned());
+        };
+        if self.shared.profile != Profile::Acs {
+            let mut senders = Vec::new();
+            if !message.mail_from.is_empty() {
+                senders.push(message.mail_from.to_owned());
+            }
+            for header in ["From", "Sender"] {
+                for value in wire::header_values(message.data, header) {
+                    senders.extend(wire::addresses_in(&value));
+                }
+            }
+            if let Some(denied) = senders
+                .iter()
+                .find(|a| !self.shared.org.may_send_as(&identity.mailbox, a))
+            {
+                return Err(send_as_denied(&identity.mailbox, denied, cx.names));
+            }
+        }
+        self.shared
+            .admit(&identity.mailbox, message.rcpts.len())
+            .ok_or_else(|| {
+                format!(
+                    "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException {}",
+                    cx.trailer()
+                )
+            })
+    }
+
+    fn accepted_reply(&self, cx: &Cx<'_>, message_id: &str, _size: usize) -> String {
+        format!("250 2.0.0 OK {message_id} {}", cx.names.hostname_tag())
+    }
+
+    fn reset_session(&mut self) {
+        self.identity = None;
+        self.slot = None;
+    }
+}
+
+impl Shared {
+    /// Counts a message of `rcpts` recipients from `mailbox` against its recipient budget and
+    /// message rate: how long to hold the final reply back, or `None` when over budget.
+    fn admit(&self, mailbox: &str, rcpts: usize) -> Option<Duration> {
+        let key = mailbox.to_ascii_lowercase();
+        let (budget, rate) = self.org.mailbox(mailbox).as_ref().map_or(
+            (
+                crate::org::DEFAULT_RECIPIENT_BUDGET,
+                crate::org::DEFAULT_MESSAGES_PER_MINUTE,
+            ),
+            |m| (m.recipient_budget, m.messages_per_minute),
+        );
+        let now = Instant::now();
+        let mut usage = self.usage();
+        let window = self.budget_window;
+        let used: usize = {
+            let entries = usage.recipients.entry(key.clone()).or_default();
+            entries.retain(|(t, _)| now.duration_since(*t) < window);
+            entries.iter().map(|(_, n)| n).sum()
+        };
+        if used + rcpts > budget {
+            return None;
+        }
+        usage
+            .recipients
+            .entry(key.clone())
+            .or_default()
+            .push((now, rcpts));
+        let window = self.rate_window;
+        let sends = usage.sends.entry(key).or_default();
+        sends.retain(|t| *t + window > now);
+        let at = if sends.len() < rate.max(1) {
+            now
+        } else {
+            sends[sends.len() - rate.max(1)] + window
+        };
+        sends.push(at);
+        Some(at.saturating_duration_since(now))
+    }
+}
+
+impl Submission {
     /// Checks credentials; `Err` holds the reply line.
-    fn verify(&self, creds: &Credentials) -> Result<Identity, String> {
-        let unsuccessful = format!("535 5.7.3 Authentication unsuccessful {}", self.trailer());
+    fn verify(&self, cx: &Cx<'_>, creds: &Credentials) -> Result<Identity, String> {
+        let unsuccessful = format!("535 5.7.3 Authentication unsuccessful {}", cx.trailer());
         let org = &self.shared.org;
         match (self.shared.profile, creds) {
             (Profile::Acs, Credentials::Password { user, password, .. }) => {
@@ -747,13 +620,13 @@ impl Session {
                         BasicAuth::Retired => {
                             return Err(format!(
                                 "550 5.7.30 Basic authentication is not supported for Client Submission. {}",
-                                self.trailer()
+                                cx.trailer()
                             ));
                         }
                         BasicAuth::Disabled => {
                             return Err(format!(
                                 "535 5.7.139 Authentication unsuccessful, basic authentication is disabled. {}",
-                                self.trailer()
+                                cx.trailer()
                             ));
                         }
                         _ => {}
@@ -768,7 +641,7 @@ impl Session {
                     return Err(unsuccessful);
                 }
                 if !hve {
-                    self.check_smtp_auth_enabled(&mailbox)?;
+                    self.check_smtp_auth_enabled(cx, &mailbox)?;
                 }
                 Ok(Identity {
                     mailbox: mailbox.address,
@@ -819,7 +692,7 @@ impl Session {
                     }
                 };
                 if !hve {
-                    self.check_smtp_auth_enabled(&mailbox)?;
+                    self.check_smtp_auth_enabled(cx, &mailbox)?;
                 }
                 Ok(Identity {
                     mailbox: mailbox.address,
@@ -846,7 +719,11 @@ impl Session {
         Some(facts)
     }
 
-    fn check_smtp_auth_enabled(&self, mailbox: &crate::org::Mailbox) -> Result<(), String> {
+    fn check_smtp_auth_enabled(
+        &self,
+        cx: &Cx<'_>,
+        mailbox: &crate::org::Mailbox,
+    ) -> Result<(), String> {
         let scope = match mailbox.smtp_auth_disabled {
             Some(true) => "Mailbox",
             Some(false) => return Ok(()),
@@ -855,289 +732,8 @@ impl Session {
         };
         Err(format!(
             "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the {scope}. Visit https://aka.ms/smtp_auth_disabled for more information. {}",
-            self.trailer()
+            cx.trailer()
         ))
-    }
-
-    async fn mail(&mut self, rest: &str) -> io::Result<Flow> {
-        if !self.conn.is_tls() {
-            let line = format!(
-                "451 5.7.3 STARTTLS is required to send mail {}",
-                self.trailer()
-            );
-            self.reply("MAIL", &line).await?;
-            return Ok(Flow::Continue);
-        }
-        let Some(identity) = self.identity.clone() else {
-            let line = format!(
-                "530 5.7.57 Client not authenticated to send mail. {}",
-                self.trailer()
-            );
-            self.reply("MAIL", &line).await?;
-            return Ok(Flow::Continue);
-        };
-        if self.txn.mail_from.is_some() {
-            self.reply("MAIL", "503 5.5.1 Bad sequence of commands")
-                .await?;
-            return Ok(Flow::Continue);
-        }
-        let Some(path) = wire::parse_path(rest, "FROM") else {
-            self.reply("MAIL", "501 5.1.7 Invalid address").await?;
-            return Ok(Flow::Continue);
-        };
-        let declared = path
-            .params
-            .iter()
-            .find(|(k, _)| k == "SIZE")
-            .and_then(|(_, v)| v.as_deref())
-            .and_then(|v| v.parse::<usize>().ok());
-        if let Some(size) = declared
-            && size > self.max_size(&identity)
-        {
-            self.reply(
-                "MAIL",
-                "552 5.3.4 Message size exceeds fixed maximum message size",
-            )
-            .await?;
-            return Ok(Flow::Continue);
-        }
-        self.txn.mail_from = Some(path.address);
-        self.reply("MAIL", "250 2.1.0 Sender OK").await?;
-        Ok(Flow::Continue)
-    }
-
-    fn max_size(&self, identity: &Identity) -> usize {
-        let mailbox = self.shared.org.mailbox(&identity.mailbox);
-        mailbox.map_or(SERVICE_MAX_SIZE, |m| m.max_send_size.min(SERVICE_MAX_SIZE))
-    }
-
-    async fn rcpt(&mut self, rest: &str) -> io::Result<Flow> {
-        if self.txn.mail_from.is_none() {
-            self.reply("RCPT", "503 5.5.1 Bad sequence of commands")
-                .await?;
-            return Ok(Flow::Continue);
-        }
-        let Some(path) = wire::parse_path(rest, "TO") else {
-            self.reply("RCPT", "501 5.1.3 Invalid address").await?;
-            return Ok(Flow::Continue);
-        };
-        if path.address.is_empty() {
-            self.reply("RCPT", "501 5.1.3 Invalid address").await?;
-            return Ok(Flow::Continue);
-        }
-        if self.txn.rcpts.len() >= self.shared.max_recipients {
-            self.reply("RCPT", "452 4.5.3 Too many recipients").await?;
-            return Ok(Flow::Continue);
-        }
-        if self.shared.profile == Profile::Hve && !self.shared.org.is_internal(&path.address) {
-            let line = format!("550 5.7.1 Unable to relay {}", self.trailer());
-            self.reply("RCPT", &line).await?;
-            return Ok(Flow::Continue);
-        }
-        self.txn.rcpts.push(path.address);
-        self.reply("RCPT", "250 2.1.5 Recipient OK").await?;
-        Ok(Flow::Continue)
-    }
-
-    async fn data(&mut self) -> io::Result<Flow> {
-        if self.txn.mail_from.is_none() || self.txn.rcpts.is_empty() {
-            self.reply("DATA", "503 5.5.1 Bad sequence of commands")
-                .await?;
-            return Ok(Flow::Continue);
-        }
-        let fault = self.shared.faults.take_message_fault();
-        self.reply("DATA", "354 Start mail input; end with <CRLF>.<CRLF>")
-            .await?;
-        let drop = matches!(fault, Some(Fault::DropMidData));
-        let Some(data) = self.conn.read_data(SERVICE_MAX_SIZE + 1, drop).await? else {
-            return Ok(Flow::Stop);
-        };
-        self.finish("DATA", data.bytes, data.size, fault).await
-    }
-
-    async fn bdat(&mut self, rest: &str) -> io::Result<Flow> {
-        let mut parts = rest.split_whitespace();
-        let size = parts.next().and_then(|n| n.parse::<usize>().ok());
-        let last = parts.next().is_some_and(|p| p.eq_ignore_ascii_case("LAST"));
-        let Some(size) = size else {
-            self.reply("BDAT", "501 5.5.4 Invalid arguments").await?;
-            return Ok(Flow::Stop);
-        };
-        if self.txn.bdat_size == 0 && self.txn.bdat.is_empty() {
-            self.txn.bdat_fault = self.shared.faults.take_message_fault();
-        }
-        if matches!(self.txn.bdat_fault, Some(Fault::DropMidData)) {
-            self.conn.close().await;
-            return Ok(Flow::Stop);
-        }
-        let keep = (SERVICE_MAX_SIZE + 1).saturating_sub(self.txn.bdat.len());
-        let Some(chunk) = self.conn.read_chunk(size, keep).await? else {
-            return Ok(Flow::Stop);
-        };
-        if self.txn.mail_from.is_none() || self.txn.rcpts.is_empty() {
-            self.txn.bdat.clear();
-            self.reply("BDAT", "503 5.5.1 Bad sequence of commands")
-                .await?;
-            return Ok(Flow::Continue);
-        }
-        self.txn.bdat.extend_from_slice(&chunk);
-        self.txn.bdat_size += size;
-        if !last {
-            let line = format!("250 2.0.0 {size} bytes received");
-            self.reply("BDAT", &line).await?;
-            return Ok(Flow::Continue);
-        }
-        let bytes = std::mem::take(&mut self.txn.bdat);
-        let total = self.txn.bdat_size;
-        let fault = self.txn.bdat_fault.take();
-        self.finish("BDAT", bytes, total, fault).await
-    }
-
-    /// Everything after the end of the message data: faults, policy, throttling, recording.
-    async fn finish(
-        &mut self,
-        command: &str,
-        bytes: Vec<u8>,
-        size: usize,
-        fault: Option<Fault>,
-    ) -> io::Result<Flow> {
-        let txn = std::mem::take(&mut self.txn);
-        let mail_from = txn.mail_from.unwrap_or_default();
-        let rcpts = txn.rcpts;
-        match fault {
-            Some(Fault::ServiceUnavailable) => {
-                self.reply(command, SERVICE_UNAVAILABLE).await?;
-                return Ok(Flow::Stop);
-            }
-            Some(Fault::Temporary) => {
-                let line = format!("{TEMPORARY} {}", self.trailer());
-                self.reply(command, &line).await?;
-                return Ok(Flow::Continue);
-            }
-            Some(Fault::ReplyAfterData(line)) => {
-                self.reply(command, &line).await?;
-                return Ok(Flow::Continue);
-            }
-            Some(Fault::HangAfterData(d)) => {
-                self.conn.hang(d).await;
-                return Ok(Flow::Stop);
-            }
-            _ => {}
-        }
-        let Some(identity) = self.identity.clone() else {
-            self.reply(command, "503 5.5.1 Bad sequence of commands")
-                .await?;
-            return Ok(Flow::Continue);
-        };
-        if size > self.max_size(&identity) {
-            self.reply(
-                command,
-                "552 5.3.4 Message size exceeds fixed maximum message size",
-            )
-            .await?;
-            return Ok(Flow::Continue);
-        }
-        if self.shared.profile != Profile::Acs {
-            let mut senders = Vec::new();
-            if !mail_from.is_empty() {
-                senders.push(mail_from.clone());
-            }
-            for header in ["From", "Sender"] {
-                for value in wire::header_values(&bytes, header) {
-                    senders.extend(wire::addresses_in(&value));
-                }
-            }
-            if let Some(denied) = senders
-                .iter()
-                .find(|a| !self.shared.org.may_send_as(&identity.mailbox, a))
-            {
-                let line = send_as_denied(&identity.mailbox, denied, &self.shared.names);
-                self.txn = Txn::default();
-                self.reply(command, &line).await?;
-                return Ok(Flow::Continue);
-            }
-        }
-        let key = identity.mailbox.to_ascii_lowercase();
-        let mailbox = self.shared.org.mailbox(&identity.mailbox);
-        let (budget, rate) = mailbox.as_ref().map_or(
-            (
-                crate::org::DEFAULT_RECIPIENT_BUDGET,
-                crate::org::DEFAULT_MESSAGES_PER_MINUTE,
-            ),
-            |m| (m.recipient_budget, m.messages_per_minute),
-        );
-        let now = Instant::now();
-        let delay = {
-            let mut usage = self.shared.usage();
-            let window = self.shared.budget_window;
-            let used: usize = {
-                let entries = usage.recipients.entry(key.clone()).or_default();
-                entries.retain(|(t, _)| now.duration_since(*t) < window);
-                entries.iter().map(|(_, n)| n).sum()
-            };
-            if used + rcpts.len() > budget {
-                None
-            } else {
-                usage
-                    .recipients
-                    .entry(key.clone())
-                    .or_default()
-                    .push((now, rcpts.len()));
-                let window = self.shared.rate_window;
-                let sends = usage.sends.entry(key).or_default();
-                sends.retain(|t| *t + window > now);
-                let at = if sends.len() < rate.max(1) {
-                    now
-                } else {
-                    sends[sends.len() - rate.max(1)] + window
-                };
-                sends.push(at);
-                Some(at.saturating_duration_since(now))
-            }
-        };
-        let Some(delay) = delay else {
-            let line = format!(
-                "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException {}",
-                self.trailer()
-            );
-            self.reply(command, &line).await?;
-            return Ok(Flow::Continue);
-        };
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        let message_id = wire::header_values(&bytes, "Message-ID")
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| {
-                format!(
-                    "<{}@{}.{}.PROD.OUTLOOK.COM>",
-                    wire::hex16(),
-                    self.shared.names.mailbox_server,
-                    self.shared.names.region
-                )
-            });
-        self.shared.recorder.push_accepted(AcceptedMessage {
-            seq: 0,
-            endpoint: self.shared.profile.endpoint(),
-            mail_from,
-            rcpt_to: rcpts,
-            identity: Some(identity),
-            data: bytes,
-            message_id: message_id.clone(),
-            tls: self.conn.is_tls(),
-            client_cert_subject: self.conn.client_cert.as_ref().map(|c| c.subject.clone()),
-            client_addr: self.conn.peer,
-            helo: self.helo.clone(),
-            accepted_at: SystemTime::now(),
-            throttled_for: delay,
-        });
-        let line = format!(
-            "250 2.0.0 OK {message_id} {}",
-            self.shared.names.hostname_tag()
-        );
-        self.reply(command, &line).await?;
-        Ok(Flow::Continue)
     }
 }
 

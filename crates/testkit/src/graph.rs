@@ -43,10 +43,9 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
-use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
+use crate::listener::{ServerTask, default_organization};
 use crate::org::Organization;
 use crate::record::{AcceptedMessage, AuthMethod, Endpoint, Identity, Recorder, Refusal};
 use crate::tls::TestCa;
@@ -128,9 +127,7 @@ impl GraphServerBuilder {
         let ca = self.ca.unwrap_or_default();
         let cert = ca.server_cert(&["graph.microsoft.com"]);
         let acceptor = TlsAcceptor::from(ca.server_config(&cert, &[b"http/1.1"]));
-        let org = self.org.unwrap_or_else(|| {
-            Organization::builder("00000000-0000-0000-0000-000000000000", "contoso.com").build()
-        });
+        let org = self.org.unwrap_or_else(default_organization);
         let recorder = self.recorder.unwrap_or_default();
         let shared = Arc::new(Shared {
             org: org.clone(),
@@ -139,21 +136,17 @@ impl GraphServerBuilder {
             max_body: self.max_body,
             throttle: Mutex::default(),
         });
-        let stop = Arc::new(Notify::new());
-        let task = tokio::spawn(accept_loop(
-            listener,
-            acceptor,
-            Arc::clone(&shared),
-            Arc::clone(&stop),
-        ));
+        let connections = Arc::clone(&shared);
+        let task = ServerTask::spawn(listener, move |stream, peer| {
+            serve_connection(acceptor.clone(), Arc::clone(&connections), stream, peer)
+        });
         Ok(GraphServer {
             addr,
             ca,
             org,
             recorder,
             shared,
-            stop,
-            task: Some(task),
+            task,
         })
     }
 }
@@ -188,8 +181,7 @@ pub struct GraphServer {
     org: Organization,
     recorder: Recorder,
     shared: Arc<Shared>,
-    stop: Arc<Notify>,
-    task: Option<JoinHandle<()>>,
+    task: ServerTask,
 }
 
 impl std::fmt::Debug for GraphServer {
@@ -263,50 +255,27 @@ impl GraphServer {
 
     /// Stops accepting, closes every connection and waits for the server task to end.
     pub async fn shutdown(mut self) {
-        self.stop.notify_one();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
+        self.task.shutdown().await;
     }
 }
 
-impl Drop for GraphServer {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
+/// Serves HTTP/1.1 over TLS on one accepted connection.
+async fn serve_connection(
     acceptor: TlsAcceptor,
     shared: Arc<Shared>,
-    stop: Arc<Notify>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
 ) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
-                let acceptor = acceptor.clone();
-                let shared = Arc::clone(&shared);
-                conns.spawn(async move {
-                    let Ok(tls) = acceptor.accept(stream).await else { return };
-                    let service = service_fn(move |req| {
-                        let shared = Arc::clone(&shared);
-                        async move { Ok::<_, Infallible>(handle(&shared, req, peer).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                });
-            }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            () = stop.notified() => break,
-        }
-    }
-    conns.shutdown().await;
+    let Ok(tls) = acceptor.accept(stream).await else {
+        return;
+    };
+    let service = service_fn(move |req| {
+        let shared = Arc::clone(&shared);
+        async move { Ok::<_, Infallible>(handle(&shared, req, peer).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(tls), service)
+        .await;
 }
 
 type Resp = Response<Full<Bytes>>;

@@ -34,19 +34,17 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
 
 use rustls_pki_types::CertificateDer;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::net::TcpListener;
 
-use crate::exo::SERVICE_MAX_SIZE;
-use crate::fault::{Fault, Faults, SERVICE_UNAVAILABLE, TEMPORARY};
+use crate::fault::Faults;
+use crate::listener::{ServerTask, default_organization};
 use crate::org::{InboundConnector, Organization};
-use crate::record::{AcceptedMessage, Endpoint, Recorder, Refusal};
+use crate::record::{Endpoint, Recorder};
+use crate::smtp_server::{self, Core, Cx, Policy};
 use crate::tls::TestCa;
-use crate::wire::{self, Conn, HostNames, Line};
+use crate::wire::{self, HostNames};
 
 /// Builds a [`TenantMx`].
 #[derive(Debug)]
@@ -113,35 +111,36 @@ impl TenantMxBuilder {
         let listener = TcpListener::bind(self.bind).await?;
         let addr = listener.local_addr()?;
         let ca = self.ca.unwrap_or_default();
-        let org = self.org.unwrap_or_else(|| {
-            Organization::builder("00000000-0000-0000-0000-000000000000", "contoso.com").build()
-        });
+        let org = self.org.unwrap_or_else(default_organization);
         let host = mx_host(&org.accepted_domains()[0]);
         let cert = ca.server_cert(&[
             &host,
             "mail.protection.outlook.com",
             "*.mail.protection.outlook.com",
         ]);
-        let tls = ca.server_config_optional_client_auth(&cert, &self.extra_roots);
         let recorder = self.recorder.unwrap_or_default();
         let faults = Arc::new(Faults::default());
+        let core = Arc::new(Core {
+            names: HostNames::random("mail.protection.outlook.com"),
+            faults: Arc::clone(&faults),
+            recorder: recorder.clone(),
+            tls: ca.server_config_optional_client_auth(&cert, &self.extra_roots),
+        });
         let shared = Arc::new(Shared {
             org: org.clone(),
-            recorder: recorder.clone(),
-            faults: Arc::clone(&faults),
-            tls,
-            names: HostNames::random("mail.protection.outlook.com"),
             knobs: Mutex::new(Knobs {
                 blocked: self.blocked,
                 wrong_region: self.wrong_region,
             }),
         });
-        let stop = Arc::new(Notify::new());
-        let task = tokio::spawn(accept_loop(
-            listener,
-            Arc::clone(&shared),
-            Arc::clone(&stop),
-        ));
+        let sessions = Arc::clone(&shared);
+        let task = ServerTask::spawn(listener, move |stream, peer| {
+            let policy = Mx {
+                shared: Arc::clone(&sessions),
+                connector: None,
+            };
+            smtp_server::serve(Arc::clone(&core), policy, stream, peer)
+        });
         Ok(TenantMx {
             addr,
             host,
@@ -150,8 +149,7 @@ impl TenantMxBuilder {
             recorder,
             faults,
             shared,
-            stop,
-            task: Some(task),
+            task,
         })
     }
 }
@@ -171,10 +169,6 @@ struct Knobs {
 
 struct Shared {
     org: Organization,
-    recorder: Recorder,
-    faults: Arc<Faults>,
-    tls: Arc<rustls::ServerConfig>,
-    names: HostNames,
     knobs: Mutex<Knobs>,
 }
 
@@ -195,8 +189,7 @@ pub struct TenantMx {
     recorder: Recorder,
     faults: Arc<Faults>,
     shared: Arc<Shared>,
-    stop: Arc<Notify>,
-    task: Option<JoinHandle<()>>,
+    task: ServerTask,
 }
 
 impl std::fmt::Debug for TenantMx {
@@ -279,225 +272,29 @@ impl TenantMx {
 
     /// Stops accepting, closes every session and waits for the server task to end.
     pub async fn shutdown(mut self) {
-        self.stop.notify_one();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
+        self.task.shutdown().await;
     }
 }
 
-impl Drop for TenantMx {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Arc<Notify>) {
-    let mut sessions = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                if let Ok((stream, peer)) = accepted {
-                    sessions.spawn(session(Arc::clone(&shared), stream, peer));
-                }
-            }
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-            () = stop.notified() => break,
-        }
-    }
-    sessions.shutdown().await;
-}
-
-struct Session {
+/// What the tenant MX does differently: no `AUTH`, attribution to an inbound connector, and
+/// the per-recipient checks of Direct Send and relay.
+struct Mx {
     shared: Arc<Shared>,
-    conn: Conn,
-    helo: Option<String>,
-    mail_from: Option<String>,
+    /// The connector the current transaction is attributed to.
     connector: Option<InboundConnector>,
-    rcpts: Vec<String>,
 }
 
-enum Flow {
-    Continue,
-    Stop,
-}
-
-async fn session(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
-    let conn = Conn::new(stream, peer, Arc::clone(&shared.faults));
-    let mut s = Session {
-        shared,
-        conn,
-        helo: None,
-        mail_from: None,
-        connector: None,
-        rcpts: Vec::new(),
-    };
-    let _ = s.run().await;
-    s.conn.close().await;
-}
-
-impl Session {
-    fn trailer(&self) -> String {
-        self.shared.names.trailer()
-    }
-
-    fn endpoint(&self) -> Endpoint {
-        if self.connector.is_some() {
-            Endpoint::Connector
-        } else {
-            Endpoint::DirectSend
-        }
-    }
-
-    async fn reply(&mut self, command: &str, line: &str) -> io::Result<()> {
-        let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-        if code >= 400 {
-            self.shared.recorder.push_refusal(Refusal {
-                endpoint: self.endpoint(),
-                command: command.to_owned(),
-                code,
-                text: line.get(4..).unwrap_or_default().to_owned(),
-                identity: None,
-                mail_from: self.mail_from.clone(),
-                client_addr: self.conn.peer,
-            });
-        }
-        self.conn.send(line).await
-    }
-
-    fn reset(&mut self) {
-        self.mail_from = None;
-        self.connector = None;
-        self.rcpts.clear();
-    }
-
-    async fn run(&mut self) -> io::Result<()> {
-        match self.shared.faults.take_connection_fault() {
-            Some(Fault::RefuseConnection) => {
-                return self.reply("CONNECT", SERVICE_UNAVAILABLE).await;
-            }
-            Some(Fault::Hang) => std::future::pending::<()>().await,
-            _ => {}
-        }
-        let greeting = format!(
-            "220 {} Microsoft ESMTP MAIL Service ready at {} [{}]",
-            self.shared.names.greeting_host(),
-            wire::rfc5322_now(),
-            wire::hex16()
-        );
-        self.conn.send(&greeting).await?;
-        loop {
-            let line = match self.conn.read_line().await? {
-                Line::Text(t) => t,
-                Line::Eof => return Ok(()),
-            };
-            let (verb, rest) = wire::split_command(&line);
-            let flow = match verb.as_str() {
-                "EHLO" | "HELO" => self.ehlo(&verb, rest).await?,
-                "STARTTLS" => {
-                    if self.conn.is_tls() {
-                        self.reply("STARTTLS", "503 5.5.1 Bad sequence of commands")
-                            .await?;
-                        Flow::Continue
-                    } else {
-                        self.reply("STARTTLS", "220 2.0.0 SMTP server ready")
-                            .await?;
-                        self.reset();
-                        self.helo = None;
-                        match self.conn.starttls(Arc::clone(&self.shared.tls)).await {
-                            Ok(()) => Flow::Continue,
-                            Err(_) => Flow::Stop,
-                        }
-                    }
-                }
-                "AUTH" => {
-                    let line = format!(
-                        "504 5.7.4 Unrecognized authentication type {}",
-                        self.trailer()
-                    );
-                    self.reply("AUTH", &line).await?;
-                    Flow::Continue
-                }
-                "MAIL" => self.mail(rest).await?,
-                "RCPT" => self.rcpt(rest).await?,
-                "DATA" => self.data().await?,
-                "RSET" => {
-                    self.reset();
-                    self.reply("RSET", "250 2.0.0 Resetting").await?;
-                    Flow::Continue
-                }
-                "NOOP" => {
-                    self.reply("NOOP", "250 2.0.0 OK").await?;
-                    Flow::Continue
-                }
-                "QUIT" => {
-                    self.reply("QUIT", "221 2.0.0 Service closing transmission channel")
-                        .await?;
-                    Flow::Stop
-                }
-                _ => {
-                    let text = format!("500 5.3.3 Unrecognized command '{verb}'");
-                    self.reply(&verb, &text).await?;
-                    Flow::Continue
-                }
-            };
-            if let Flow::Stop = flow {
-                return Ok(());
-            }
-        }
-    }
-
-    async fn ehlo(&mut self, verb: &str, rest: &str) -> io::Result<Flow> {
-        if rest.trim().is_empty() {
-            self.reply(verb, "501 5.5.4 Invalid domain name").await?;
-            return Ok(Flow::Continue);
-        }
-        self.helo = Some(rest.trim().to_owned());
-        self.reset();
-        let hello = format!(
-            "{} Hello {}",
-            self.shared.names.greeting_host(),
-            wire::bracket_ip(self.conn.peer)
-        );
-        if verb == "HELO" {
-            self.reply(verb, &format!("250 {hello}")).await?;
-            return Ok(Flow::Continue);
-        }
-        let mut lines = vec![
-            format!("250-{hello}"),
-            format!("250-SIZE {SERVICE_MAX_SIZE}"),
-            "250-PIPELINING".to_owned(),
-            "250-DSN".to_owned(),
-            "250-ENHANCEDSTATUSCODES".to_owned(),
-        ];
-        if !self.conn.is_tls() {
-            lines.push("250-STARTTLS".to_owned());
-        }
-        lines.extend(
-            [
-                "250-8BITMIME",
-                "250-BINARYMIME",
-                "250-CHUNKING",
-                "250 SMTPUTF8",
-            ]
-            .map(str::to_owned),
-        );
-        self.reply(verb, &lines.join("\r\n")).await?;
-        Ok(Flow::Continue)
-    }
-
+impl Mx {
     /// The connector this session is attributed to, or `Err(reply)` for an IP connector that
     /// requires TLS on a plain session.
-    fn attribute(&self) -> Result<Option<InboundConnector>, String> {
-        let tls = self.conn.is_tls();
-        let ip = self.conn.peer.ip();
+    fn attribute(&self, cx: &Cx<'_>) -> Result<Option<InboundConnector>, String> {
+        let tls = cx.conn.is_tls();
+        let ip = cx.conn.peer.ip();
         let mut needs_tls = false;
         for c in self.shared.org.connectors() {
             if let Some(name) = &c.tls_sender_certificate_name {
                 if tls
-                    && self
+                    && cx
                         .conn
                         .client_cert
                         .as_ref()
@@ -516,183 +313,87 @@ impl Session {
         if needs_tls {
             return Err(format!(
                 "451 5.7.3 STARTTLS is required to send mail {}",
-                self.trailer()
+                cx.trailer()
             ));
         }
         Ok(None)
     }
+}
 
-    async fn mail(&mut self, rest: &str) -> io::Result<Flow> {
-        if self.mail_from.is_some() {
-            self.reply("MAIL", "503 5.5.1 Bad sequence of commands")
-                .await?;
-            return Ok(Flow::Continue);
+impl Policy for Mx {
+    fn endpoint(&self) -> Endpoint {
+        if self.connector.is_some() {
+            Endpoint::Connector
+        } else {
+            Endpoint::DirectSend
         }
-        let Some(path) = wire::parse_path(rest, "FROM") else {
-            self.reply("MAIL", "501 5.1.7 Invalid address").await?;
-            return Ok(Flow::Continue);
-        };
-        let declared = path
-            .params
-            .iter()
-            .find(|(k, _)| k == "SIZE")
-            .and_then(|(_, v)| v.as_deref())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|s| s > SERVICE_MAX_SIZE) {
-            self.reply(
-                "MAIL",
-                "552 5.3.4 Message size exceeds fixed maximum message size",
-            )
-            .await?;
-            return Ok(Flow::Continue);
-        }
-        match self.attribute() {
-            Ok(connector) => self.connector = connector,
-            Err(line) => {
-                self.reply("MAIL", &line).await?;
-                return Ok(Flow::Continue);
-            }
-        }
-        self.mail_from = Some(path.address);
-        self.reply("MAIL", "250 2.1.0 Sender OK").await?;
-        Ok(Flow::Continue)
     }
 
-    async fn rcpt(&mut self, rest: &str) -> io::Result<Flow> {
-        let Some(mail_from) = self.mail_from.clone() else {
-            self.reply("RCPT", "503 5.5.1 Bad sequence of commands")
-                .await?;
-            return Ok(Flow::Continue);
-        };
-        let Some(path) = wire::parse_path(rest, "TO").filter(|p| !p.address.is_empty()) else {
-            self.reply("RCPT", "501 5.1.3 Invalid address").await?;
-            return Ok(Flow::Continue);
-        };
-        let ip = self.conn.peer.ip();
+    fn ehlo_keyword(&self, tls: bool) -> Option<&'static str> {
+        (!tls).then_some("STARTTLS")
+    }
+
+    fn mail(&mut self, cx: &Cx<'_>) -> Result<(), String> {
+        self.connector = self.attribute(cx)?;
+        Ok(())
+    }
+
+    fn rcpt(
+        &self,
+        cx: &Cx<'_>,
+        mail_from: &str,
+        _rcpts: &[String],
+        rcpt: &str,
+    ) -> Result<(), String> {
+        let ip = cx.conn.peer.ip();
         let (blocked, wrong_region) = {
             let k = self.shared.knobs();
             (
                 k.blocked.contains(&ip),
-                k.wrong_region.contains(&wire::domain_of(&path.address)),
+                k.wrong_region.contains(&wire::domain_of(rcpt)),
             )
         };
         let org = &self.shared.org;
-        let line = if blocked {
-            format!(
+        if blocked {
+            return Err(format!(
                 "550 5.7.1 Service unavailable, Client host [{ip}] blocked using Spamhaus. To request removal from this list see https://www.spamhaus.org/query/ip/{ip} AS(1450) {}",
-                self.trailer()
-            )
-        } else if wrong_region {
-            format!(
-                "451 4.4.62 Mail sent to the wrong Office 365 region. ATTR35. {}",
-                self.trailer()
-            )
-        } else if org.is_internal(&path.address) {
-            if self.connector.is_none() && org.reject_direct_send() && org.is_internal(&mail_from) {
-                format!(
-                    "550 5.7.68 TenantInboundAttribution; Direct Send not allowed for this organization from unauthorized sources {}",
-                    self.trailer()
-                )
-            } else {
-                String::new()
-            }
-        } else if self.connector.is_some() {
-            String::new()
-        } else {
-            format!(
-                "550 5.7.64 TenantAttribution; Relay Access Denied {}",
-                self.trailer()
-            )
-        };
-        if !line.is_empty() {
-            self.reply("RCPT", &line).await?;
-            return Ok(Flow::Continue);
+                cx.trailer()
+            ));
         }
-        self.rcpts.push(path.address);
-        self.reply("RCPT", "250 2.1.5 Recipient OK").await?;
-        Ok(Flow::Continue)
+        if wrong_region {
+            return Err(format!(
+                "451 4.4.62 Mail sent to the wrong Office 365 region. ATTR35. {}",
+                cx.trailer()
+            ));
+        }
+        if org.is_internal(rcpt) {
+            if self.connector.is_none() && org.reject_direct_send() && org.is_internal(mail_from) {
+                return Err(format!(
+                    "550 5.7.68 TenantInboundAttribution; Direct Send not allowed for this organization from unauthorized sources {}",
+                    cx.trailer()
+                ));
+            }
+            return Ok(());
+        }
+        if self.connector.is_none() {
+            return Err(format!(
+                "550 5.7.64 TenantAttribution; Relay Access Denied {}",
+                cx.trailer()
+            ));
+        }
+        Ok(())
     }
 
-    async fn data(&mut self) -> io::Result<Flow> {
-        if self.mail_from.is_none() || self.rcpts.is_empty() {
-            self.reply("DATA", "503 5.5.1 Bad sequence of commands")
-                .await?;
-            return Ok(Flow::Continue);
-        }
-        let fault = self.shared.faults.take_message_fault();
-        self.reply("DATA", "354 Start mail input; end with <CRLF>.<CRLF>")
-            .await?;
-        let drop = matches!(fault, Some(Fault::DropMidData));
-        let Some(data) = self.conn.read_data(SERVICE_MAX_SIZE + 1, drop).await? else {
-            return Ok(Flow::Stop);
-        };
-        match fault {
-            Some(Fault::ServiceUnavailable) => {
-                self.reply("DATA", SERVICE_UNAVAILABLE).await?;
-                return Ok(Flow::Stop);
-            }
-            Some(Fault::Temporary) => {
-                let line = format!("{TEMPORARY} {}", self.trailer());
-                self.reset();
-                self.reply("DATA", &line).await?;
-                return Ok(Flow::Continue);
-            }
-            Some(Fault::ReplyAfterData(line)) => {
-                self.reset();
-                self.reply("DATA", &line).await?;
-                return Ok(Flow::Continue);
-            }
-            Some(Fault::HangAfterData(d)) => {
-                self.conn.hang(d).await;
-                return Ok(Flow::Stop);
-            }
-            _ => {}
-        }
-        if data.size > SERVICE_MAX_SIZE {
-            self.reset();
-            self.reply(
-                "DATA",
-                "552 5.3.4 Message size exceeds fixed maximum message size",
-            )
-            .await?;
-            return Ok(Flow::Continue);
-        }
-        let message_id = wire::header_values(&data.bytes, "Message-ID")
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| {
-                format!(
-                    "<{}@{}.{}.PROD.OUTLOOK.COM>",
-                    wire::hex16(),
-                    self.shared.names.mailbox_server,
-                    self.shared.names.region
-                )
-            });
-        let size = data.size;
-        let endpoint = self.endpoint();
-        self.shared.recorder.push_accepted(AcceptedMessage {
-            seq: 0,
-            endpoint,
-            mail_from: self.mail_from.take().unwrap_or_default(),
-            rcpt_to: std::mem::take(&mut self.rcpts),
-            identity: None,
-            data: data.bytes,
-            message_id: message_id.clone(),
-            tls: self.conn.is_tls(),
-            client_cert_subject: self.conn.client_cert.as_ref().map(|c| c.subject.clone()),
-            client_addr: self.conn.peer,
-            helo: self.helo.clone(),
-            accepted_at: SystemTime::now(),
-            throttled_for: Duration::ZERO,
-        });
-        self.reset();
-        let line = format!(
+    fn accepted_reply(&self, cx: &Cx<'_>, message_id: &str, size: usize) -> String {
+        format!(
             "250 2.6.0 {message_id} [InternalId={}, Hostname={}.{}.PROD.OUTLOOK.COM] {size} bytes in 0.012, Queued mail for delivery",
             u64::from_str_radix(&wire::hex16()[..10], 16).unwrap_or(0),
-            self.shared.names.mailbox_server,
-            self.shared.names.region
-        );
-        self.reply("DATA", &line).await?;
-        Ok(Flow::Continue)
+            cx.names.mailbox_server,
+            cx.names.region
+        )
+    }
+
+    fn reset_transaction(&mut self) {
+        self.connector = None;
     }
 }

@@ -14,6 +14,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use postern_smtp::{DecodeError, ParseOptions, decode_line};
+
 use crate::fault::Faults;
 use crate::tls::CertNames;
 
@@ -109,14 +111,6 @@ enum Io {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// What [`Conn::read_line`] got.
-pub(crate) enum Line {
-    /// A line without its CRLF (or LF).
-    Text(String),
-    /// The peer closed the connection.
-    Eof,
-}
-
 /// What [`Conn::read_data`] got.
 pub(crate) struct Data {
     /// The un-dot-stuffed content, up to the keep limit.
@@ -149,7 +143,18 @@ impl Conn {
         matches!(self.io, Some(Io::Tls(_)))
     }
 
-    async fn read_some(&mut self) -> io::Result<usize> {
+    /// The bytes received and not yet consumed.
+    pub(crate) fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Drops the first `n` buffered bytes (a decoded command line).
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.buf.drain(..n);
+    }
+
+    /// Reads more bytes into the buffer; `Ok(0)` when the peer closed.
+    pub(crate) async fn fill(&mut self) -> io::Result<usize> {
         let mut chunk = [0u8; 16 * 1024];
         let n = match self.io.as_mut() {
             Some(Io::Plain(s)) => s.read(&mut chunk).await?,
@@ -183,25 +188,33 @@ impl Conn {
         }
     }
 
-    /// Reads one command line (terminated by CRLF or a bare LF).
-    pub(crate) async fn read_line(&mut self) -> io::Result<Line> {
+    /// Reads one line that is not a command (a SASL response), without its line ending;
+    /// `Ok(None)` when the peer closed first. A line the codec refuses (a bare CR inside) is
+    /// passed on as it is, for the SASL decoder to refuse.
+    pub(crate) async fn read_line(&mut self, opts: &ParseOptions) -> io::Result<Option<Vec<u8>>> {
         loop {
-            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-                let mut line: Vec<u8> = self.buf.drain(..=pos).collect();
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
+            match decode_line(&self.buf, opts) {
+                Ok((line, used)) => {
+                    let line = line.to_vec();
+                    self.consume(used);
+                    return Ok(Some(line));
                 }
-                return Ok(Line::Text(String::from_utf8_lossy(&line).into_owned()));
-            }
-            if self.buf.len() > MAX_COMMAND_LINE {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "command line too long",
-                ));
-            }
-            if self.read_some().await? == 0 {
-                return Ok(Line::Eof);
+                Err(DecodeError::Invalid { consumed, .. }) => {
+                    let line: Vec<u8> = self.buf.drain(..consumed).collect();
+                    let end = line.len() - usize::from(line.ends_with(b"\r\n")) - 1;
+                    return Ok(Some(line[..end].to_vec()));
+                }
+                Err(DecodeError::TooLong { .. }) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "command line too long",
+                    ));
+                }
+                Err(_) => {
+                    if self.fill().await? == 0 {
+                        return Ok(None);
+                    }
+                }
             }
         }
     }
@@ -263,7 +276,7 @@ impl Conn {
                 self.close().await;
                 return Ok(None);
             }
-            if self.read_some().await? == 0 {
+            if self.fill().await? == 0 {
                 return Ok(None);
             }
         }
@@ -288,7 +301,7 @@ impl Conn {
             if remaining == 0 {
                 return Ok(Some(out));
             }
-            if self.read_some().await? == 0 {
+            if self.fill().await? == 0 {
                 return Ok(None);
             }
         }
@@ -333,64 +346,6 @@ impl Conn {
 
 fn find_crlf(haystack: &[u8]) -> Option<usize> {
     haystack.windows(2).position(|w| w == b"\r\n")
-}
-
-/// Splits `VERB rest` (verb upper-cased).
-pub(crate) fn split_command(line: &str) -> (String, &str) {
-    let line = line.trim_end();
-    match line.split_once(' ') {
-        Some((verb, rest)) => (verb.to_ascii_uppercase(), rest.trim_start()),
-        None => (line.to_ascii_uppercase(), ""),
-    }
-}
-
-/// A parsed `MAIL FROM:` / `RCPT TO:` argument.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct PathArg {
-    /// The address without brackets (empty for `<>`).
-    pub(crate) address: String,
-    /// `KEY=value` or `KEY` parameters, keys upper-cased.
-    pub(crate) params: Vec<(String, Option<String>)>,
-}
-
-/// Parses `FROM:<a@b> SIZE=10` after the verb, given the keyword (`FROM` or `TO`).
-pub(crate) fn parse_path(rest: &str, keyword: &str) -> Option<PathArg> {
-    let (kw, after) = rest.split_once(':')?;
-    if !kw.trim().eq_ignore_ascii_case(keyword) {
-        return None;
-    }
-    let after = after.trim_start();
-    let (address, params) = if let Some(inner) = after.strip_prefix('<') {
-        let close = inner.find('>')?;
-        (&inner[..close], &inner[close + 1..])
-    } else {
-        match after.split_once(' ') {
-            Some((a, p)) => (a, p),
-            None => (after, ""),
-        }
-    };
-    // Source routes (`@a,@b:user@host`) are ignored per RFC 5321 §4.1.1.3.
-    let address = match address.rsplit_once(':') {
-        Some((route, addr)) if route.starts_with('@') => addr,
-        _ => address,
-    };
-    if address
-        .chars()
-        .any(|c| c.is_whitespace() || c == '<' || c == '>')
-    {
-        return None;
-    }
-    let params = params
-        .split_whitespace()
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (k.to_ascii_uppercase(), Some(v.to_owned())),
-            None => (p.to_ascii_uppercase(), None),
-        })
-        .collect();
-    Some(PathArg {
-        address: address.to_owned(),
-        params,
-    })
 }
 
 /// The domain of an address, lower-cased.
@@ -467,19 +422,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_and_headers() {
-        let p = parse_path("FROM:<a@b.com> SIZE=100 BODY=8BITMIME", "FROM").expect("path");
-        assert_eq!(p.address, "a@b.com");
-        assert_eq!(p.params[0], ("SIZE".into(), Some("100".into())));
-        assert_eq!(parse_path("from: <>", "FROM").expect("null").address, "");
-        assert_eq!(
-            parse_path("TO:<@relay:x@y.com>", "TO")
-                .expect("route")
-                .address,
-            "x@y.com"
-        );
-        assert!(parse_path("TO:<a b@c>", "TO").is_none());
-        assert!(parse_path("FROM:<a@b>", "TO").is_none());
+    fn headers() {
         let msg = b"From: \"Doe, J\" <j@contoso.com>\r\nTo: a@x.com,\r\n b@y.com\r\n\r\nFrom: no@body.com\r\n";
         let from = header_values(msg, "from");
         assert_eq!(from.len(), 1);
@@ -488,7 +431,6 @@ mod tests {
             addresses_in(&header_values(msg, "To")[0]),
             ["a@x.com", "b@y.com"]
         );
-        assert_eq!(split_command("mail FROM:<a>"), ("MAIL".into(), "FROM:<a>"));
     }
 
     #[test]
