@@ -125,6 +125,14 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting for: {what}");
 }
 
+/// No message left in the spool, and no state file either.
+fn spool_empty(dir: &Path) -> bool {
+    queue_files(dir).is_empty()
+        && postern::spool::inspect(&dir.join("spool"))
+            .unwrap()
+            .is_empty()
+}
+
 fn queue_files(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir.join("spool/queue"))
         .map(|d| {
@@ -164,7 +172,7 @@ async fn transient_failures_are_retried_until_delivered() {
     let (spool, q) = start(dir.path(), t.clone(), fast()).await;
     submit(&spool, Some("scanner@contoso.com"), &["a@fabrikam.com"]).await;
     eventually("delivered and removed", || {
-        t.calls_for("a@fabrikam.com") == 4 && queue_files(dir.path()).is_empty()
+        t.calls_for("a@fabrikam.com") == 4 && spool_empty(dir.path())
     })
     .await;
     q.shutdown().await;
@@ -187,7 +195,7 @@ async fn expiry_fails_and_bounces_once() {
         outbox(dir.path(), "eml").len() == 1
     })
     .await;
-    eventually("spool empty", || queue_files(dir.path()).is_empty()).await;
+    eventually("spool empty", || spool_empty(dir.path())).await;
     q.shutdown().await;
     assert!(
         t.calls_for("a@fabrikam.com") >= 2,
@@ -263,7 +271,7 @@ async fn permanent_failures_get_exactly_one_bounce_and_none_to_null_sender() {
     // A bounce itself failing: from <>, so no notice (no bounce of a bounce).
     submit(&spool, None, &["gone3@fabrikam.com"]).await;
     eventually("one bounce", || outbox(dir.path(), "eml").len() == 1).await;
-    eventually("spool empty", || queue_files(dir.path()).is_empty()).await;
+    eventually("spool empty", || spool_empty(dir.path())).await;
     q.shutdown().await;
     let dsns = outbox(dir.path(), "eml");
     assert_eq!(dsns.len(), 1);
@@ -337,7 +345,7 @@ async fn restart_never_redelivers_a_delivered_recipient() {
 
     let t2 = Scripted::new(|_, _| RcptOutcome::delivered("250 OK"));
     let (_spool, q) = start(dir.path(), t2.clone(), fast()).await;
-    eventually("b delivered", || queue_files(dir.path()).is_empty()).await;
+    eventually("b delivered", || spool_empty(dir.path())).await;
     q.shutdown().await;
     assert_eq!(
         t2.calls_for("a@fabrikam.com"),
@@ -362,7 +370,7 @@ async fn local_sink_writes_eml_and_json_and_maildir() {
         &["reception@contoso.com"],
     )
     .await;
-    eventually("delivered", || queue_files(dir.path()).is_empty()).await;
+    eventually("delivered", || spool_empty(dir.path())).await;
     q.shutdown().await;
     let eml = std::fs::read(dir.path().join(format!("outbox/{id}.eml"))).unwrap();
     assert_eq!(
@@ -422,7 +430,7 @@ async fn ret_full_returns_the_message_with_orcpt_and_envid() {
     env.recipients[0].orcpt = Some("rfc822;CEO@fabrikam.com".into());
     submit_env(&spool, env).await;
     eventually("one bounce", || outbox(dir.path(), "eml").len() == 1).await;
-    eventually("spool empty", || queue_files(dir.path()).is_empty()).await;
+    eventually("spool empty", || spool_empty(dir.path())).await;
     q.shutdown().await;
     let dsn = &outbox(dir.path(), "eml")[0];
     assert!(dsn.contains("Content-Type: message/rfc822\r\n"), "{dsn}");
@@ -460,7 +468,7 @@ async fn notify_never_or_without_failure_suppresses_the_notice() {
     env.recipients[0].notify = Some(Notify::NEVER);
     env.recipients[1].notify = Some(Notify::new(true, false, true));
     submit_env(&spool, env).await;
-    eventually("spool empty", || queue_files(dir.path()).is_empty()).await;
+    eventually("spool empty", || spool_empty(dir.path())).await;
     assert!(
         outbox(dir.path(), "eml").is_empty(),
         "no notice was asked for"
@@ -475,7 +483,7 @@ async fn notify_never_or_without_failure_suppresses_the_notice() {
     env.recipients[1].notify = Some(Notify::new(false, true, false));
     submit_env(&spool, env).await;
     eventually("one bounce", || outbox(dir.path(), "eml").len() == 1).await;
-    eventually("spool empty", || queue_files(dir.path()).is_empty()).await;
+    eventually("spool empty", || spool_empty(dir.path())).await;
     q.shutdown().await;
     let dsns = outbox(dir.path(), "eml");
     assert_eq!(dsns.len(), 1);

@@ -269,9 +269,12 @@ data_min_rate = 1000
     assert!(emls.iter().any(|m| m.contains("steady-above-the-rate")));
     assert!(emls.iter().all(|m| !m.contains("dribbled")));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !dir.spool_files().is_empty() && tokio::time::Instant::now() < deadline {
+    while !(dir.spool_files().is_empty() && dir.spooled().is_empty())
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(dir.spooled(), Vec::<String>::new());
     assert_eq!(dir.spool_files(), Vec::<std::path::PathBuf>::new());
     assert!(dir.eml("bounces").is_empty());
     let text = logs.text();

@@ -237,11 +237,7 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
     // And the spool drains: every recovered message finished.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let left: Vec<_> = dir
-            .spool_files()
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|x| x == "msg"))
-            .collect();
+        let left = dir.spooled();
         if left.is_empty() {
             break;
         }

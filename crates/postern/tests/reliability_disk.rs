@@ -97,13 +97,10 @@ async fn full_spool_refuses_with_452_and_recovers() {
         .filter(|p| p.to_string_lossy().ends_with(".tmp"))
         .collect();
     assert!(tmp.is_empty(), "half-written files left: {tmp:?}");
-    let msgs: Vec<_> = files
-        .iter()
-        .filter(|p| p.extension().is_some_and(|x| x == "msg"))
-        .collect();
+    let msgs = postern::spool::inspect(&fs.join("spool")).unwrap();
     assert_eq!(msgs.len(), acked.len(), "spooled = acknowledged");
     for m in &msgs {
-        let bytes = std::fs::read(m).unwrap();
+        let bytes = m.message.read_body().await.unwrap();
         let text = String::from_utf8_lossy(&bytes);
         let token = text
             .lines()

@@ -114,10 +114,9 @@ async fn a_full_session_leaks_no_secret() {
     }
     let queue = spool.join("queue");
     assert_eq!(mode(&queue), 0o700, "{}", queue.display());
+    assert_eq!(mode(&spool.join("slots")), 0o700, "slots directory");
     assert!(
-        walk(&spool.join("queue"))
-            .iter()
-            .any(|p| p.extension().is_some_and(|x| x == "msg")),
+        !postern::spool::inspect(&spool).unwrap().is_empty(),
         "the message waits in the spool"
     );
     assert!(checked > 0);

@@ -1,63 +1,119 @@
 //! The durable spool: where an accepted message lives until every recipient has an outcome.
 //!
 //! Invariant 1 of the architecture: the `250` after `DATA` is sent only after the message and
-//! its envelope are on disk and fsync'ed, file and directory. [`Incoming::commit`] returns only
-//! then.
+//! its envelope are on disk and fsync'ed. [`Incoming::commit`] returns only then.
 //!
 //! # Layout
 //!
 //! ```text
 //! <spool>/                  0700, owned by the relay
-//!   queue/<id>.tmp          a message being received or written (discarded at recovery)
-//!   queue/<id>.msg          a committed message (0600)
-//!   queue/<id>.state        its per-recipient delivery state, once there was an attempt
+//!   slots/<n>               slot files (0600): each holds one message, or is free for reuse
+//!   queue/<id>.state        a message's per-recipient delivery state, once there was an attempt
 //!   queue/<id>.state.tmp    a state being replaced (discarded at recovery)
 //!   queue/<id>.inflight     recipients handed to a route whose outcome is not yet recorded,
 //!                           where the file system has no user extended attributes
-//!   corrupt/                unreadable or truncated files, moved aside at recovery
-//!   free/<n>                files of delivered messages kept for reuse (emptied at start)
+//!   queue/<id>.msg          a message of a version 1 spool (read at recovery, see below)
+//!   corrupt/                unreadable files, moved aside at recovery
 //! ```
 //!
-//! # Message file format, version 1
+//! # Why slots
 //!
-//! ```text
-//! POSTERN-SPOOL/1 <body length: 20 digits> <envelope length: 10 digits>\n   (48 bytes)
-//! <envelope: JSON, `envelope length` bytes>\n
-//! <message: the unstuffed, CRLF-normalised bytes of DATA/BDAT, `body length` bytes>
-//! ```
+//! Committing a message must cost as little as possible beyond the one flush that makes it
+//! durable. A file created per message and renamed into place costs a data flush plus a
+//! directory fsync (two device cache flushes, and the directory's metadata writes), and its
+//! removal costs another directory fsync that competes with the next commit. A slot is a file
+//! whose name never changes on the hot path: it is created once (file create and a directory
+//! fsync, shared by concurrent commits), then overwritten in place by message after message.
+//! Committing a message into a slot that exists is therefore `pwrite` + one `fdatasync`: no
+//! rename, no directory fsync, and, while the message fits in the blocks the slot already has,
+//! no metadata to write either. The queue id lives in the slot's header, not in its name; the
+//! spool keeps an in-memory index (queue id to slot), rebuilt at [`Spool::open`] by reading
+//! every slot's header, and [`inspect`] finds a message the same way.
 //!
-//! The fixed-width header lets a large message be streamed to disk before its length is known
-//! (the length is written in place at commit), and lets recovery detect truncation: a file
-//! whose size is not `48 + envelope length + 1 + body length` is moved to `corrupt/`.
+//! # Slot format, version 2
+//!
+//! A fixed 64-byte header (magic, version, envelope and body lengths, the queue id, a CRC-32 of
+//! envelope + body and a CRC-32 of the header itself), then the envelope (JSON), then the
+//! message (the unstuffed, CRLF-normalised bytes of DATA/BDAT). The byte layout is in the
+//! `slot` module. A slot whose header and payload checksums both hold is a committed message;
+//! a slot whose header is the *free marker* (magic `PSTNFREE`) holds a finished message; any
+//! other slot (no magic, a checksum that fails, shorter than its header says) holds a write
+//! that never completed, so was never acknowledged, and is free.
 //!
 //! # Writing a message
 //!
 //! A message smaller than [`SpoolConfig::spill_threshold`] (default 256 KiB) stays in memory
-//! until [`Incoming::commit`], which writes it with one blocking task: create `<id>.tmp`
-//! (0600), write, `fdatasync`, rename to `<id>.msg`. When a delivered message's file is waiting
-//! in `free/`, that file is overwritten (and cut to length) instead of creating one, and renamed
-//! from there: a relay under load then allocates and frees no inode per message, which is most
-//! of what file creation costs the kernel (ext4 scans past every inode freed in the last 30
-//! seconds when it allocates one without a journal). `free/` is emptied at start, so a file is
-//! only reused by the process that freed it. A larger one is streamed into `<id>.tmp`
-//! in threshold-sized chunks, so memory does not grow with message size. The rename is made
-//! durable by an fsync of `queue/` that is shared by every commit renamed before it started
-//! (group commit), so concurrent sessions pay for one directory fsync between them.
+//! until [`Incoming::commit`], which, on one blocking thread, takes a free slot (the most
+//! recently freed one, whose pages are likely cached) or creates one, writes body, then
+//! envelope, then header, and `fdatasync`s it. A larger message takes its slot as soon as it
+//! outgrows the threshold: the free marker goes into the header, the envelope after it, and
+//! the body is streamed in threshold-sized chunks while its CRC is computed; commit writes the
+//! last chunk and the real header and `fdatasync`s. Memory does not grow with message size.
+//! A slot created for this message (the pool was empty) is also made durable in its directory
+//! by an fsync of `slots/` shared by every commit that created a slot before it started
+//! (group commit). On `ENOSPC`/`EDQUOT` the slot is given back (a slot created for it is
+//! deleted) and the error says [`SpoolError::is_storage_full`], so the session answers
+//! `452 4.3.1`.
 //!
-//! A crash at any instant leaves either no `<id>.msg` (the `.tmp` is discarded at recovery) or
-//! a whole one. On `ENOSPC`/`EDQUOT` the temporary file is removed and the error says
-//! [`SpoolError::is_storage_full`], so the session answers `452 4.3.1`.
+//! # Finishing a message
+//!
+//! When every recipient has a final outcome, [`Spool::remove`] writes the free marker over the
+//! slot's header (one `pwrite`, no flush) and puts the slot back in the pool, from which the
+//! next message may take it at once. The marker is made durable in the background: every
+//! [`FLUSH_INTERVAL`] (100 ms) a thread `fdatasync`s the slots freed since, *except* those
+//! already overwritten by a committed message (that commit's own `fdatasync` made the old
+//! message unrecoverable), then deletes their state files. Under load the slots are reused
+//! within milliseconds, so the background thread flushes almost nothing and a message costs one
+//! flush; when the load stops, each idle slot is flushed once. The pool keeps at most
+//! [`FREE_FILES`] free slots; a slot beyond that, or one that grew past four times the spill
+//! threshold (a large message), is deleted once its marker is durable, so the disk is not
+//! hoarded.
+//!
+//! # Crash analysis
+//!
+//! A crash (process or machine) at any instant:
+//!
+//! - *during a commit*, before its `fdatasync` returned: the slot holds a mix of the new
+//!   message's bytes and the old content. The new header is written last, so a torn slot
+//!   either has the old header (a free marker: free; an old message's valid header over a
+//!   body now partly overwritten: the payload CRC fails, free) or the new header over an
+//!   incomplete payload (the payload CRC fails: free). Either way nothing unacknowledged is
+//!   delivered unless the new message reached the disk whole, which only repeats what an
+//!   acknowledgement lost on the wire would (the client retries, a possible duplicate as in
+//!   version 1). A slot created for the message may not exist at all: nothing was acknowledged.
+//! - *after the `fdatasync`* (and the directory fsync for a new slot): the message is
+//!   durable; it is acknowledged only from here.
+//! - *after the upstream's `250`, before the state update*: the in-flight note (below) makes
+//!   recovery log the recipients as possible duplicates, and they are attempted again
+//!   (invariant 2 allows exactly this duplicate).
+//! - *after [`Spool::remove`] wrote the free marker, before the background flush*: a process
+//!   crash loses nothing (the marker is in the page cache, which outlives the process); a
+//!   power loss or kernel crash within [`FLUSH_INTERVAL`] of the removal may lose the marker,
+//!   and the message, already delivered, is delivered again after restart: a duplicate
+//!   confined to a crash right after the upstream's `250`, which invariant 2 allows. The state
+//!   file is deleted only after the marker is durable, so such a message comes back with the
+//!   outcomes it had recorded, not as new.
+//! - *while recovering*: recovery only reads, writes free markers (flushed) and deletes files
+//!   whose content is finished, so running it again gives the same result.
 //!
 //! # Delivery state
 //!
 //! After each attempt that changes it, the [`MessageState`] of a message is replaced
 //! atomically (`<id>.state.tmp`, fsync, rename, directory fsync). Before an attempt the
 //! recipients handed to the route are noted in the `user.postern.inflight` extended attribute
-//! of `<id>.msg` (or in `<id>.inflight` where the file system has no user extended attributes;
-//! neither is fsync'ed: the note only serves to log a *possible duplicate* when the process dies
-//! between the upstream's `250` and the state update). When every recipient has a final
-//! outcome the files are deleted (the message file is moved to `free/` for reuse, up to
-//! [`FREE_FILES`] of them), and the directory is fsync'ed (group commit).
+//! of the message's slot (or in `<id>.inflight` where the file system has no user extended
+//! attributes); the note is not fsync'ed: it only serves to log a *possible duplicate* when
+//! the process dies between the upstream's `250` and the state update. A slot's note is
+//! removed when the slot is reused.
+//!
+//! # Version 1 spools
+//!
+//! A spool written by an earlier version holds `queue/<id>.msg` files
+//! (`POSTERN-SPOOL/1 <body length: 20 digits> <envelope length: 10 digits>\n`, the envelope, a
+//! newline, the body). [`Spool::open`] recovers them in place: they are delivered from their
+//! files like any other message and deleted (with a directory fsync) when finished; new
+//! messages go to slots. A truncated one is moved to `corrupt/`. The `free/` directory of
+//! version 1 is emptied and removed.
 
 mod dirsync;
 mod envelope;
@@ -65,6 +121,7 @@ mod error;
 mod id;
 mod inspect;
 mod lock;
+mod slot;
 mod state;
 
 use std::collections::HashMap;
@@ -72,7 +129,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -84,14 +141,19 @@ pub use self::error::SpoolError;
 pub use self::id::QueueId;
 pub use self::inspect::{InspectedMessage, inspect, inspect_one};
 pub use self::lock::SpoolLock;
+use self::slot::{Decoded, HEADER_LEN, Header};
 pub use self::state::{FinalOutcome, MessageState, RecipientState};
 
-const MAGIC: &[u8; 16] = b"POSTERN-SPOOL/1 ";
-const HEADER_LEN: usize = 48;
+const V1_MAGIC: &[u8; 16] = b"POSTERN-SPOOL/1 ";
+const V1_HEADER_LEN: usize = 48;
 /// How long after running out of space [`Spool::receive`] refuses new messages outright.
 const FULL_BACKOFF: Duration = Duration::from_secs(2);
-/// Files of delivered messages kept in `free/` for reuse by the next messages.
+/// Free slots kept for reuse by the next messages; a slot freed beyond that is deleted.
 pub const FREE_FILES: usize = 256;
+/// How often the free markers written by [`Spool::remove`] are made durable.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// A freed slot larger than this many spill thresholds is deleted, not kept.
+const KEEP_SLOT_THRESHOLDS: u64 = 4;
 /// The extended attribute holding a message's in-flight note.
 const INFLIGHT_XATTR: &str = "user.postern.inflight";
 
@@ -143,16 +205,57 @@ pub struct Spool {
 struct Inner {
     root: PathBuf,
     queue_dir: PathBuf,
+    slots_dir: PathBuf,
     spill_threshold: usize,
+    /// Group commit of `queue/` (state files, version 1 removals).
     dirsync: Arc<DirSync>,
+    /// Group commit of `slots/` (new slots).
+    slot_dirsync: DirSync,
     sink: Mutex<Option<mpsc::UnboundedSender<SpooledMessage>>>,
     full_at: Mutex<Option<Instant>>,
     metrics: Arc<crate::metrics::Metrics>,
-    free_dir: PathBuf,
-    /// Files in `free/` ready for reuse, and the next free file number.
-    free: Mutex<(Vec<PathBuf>, u64)>,
+    slots: Arc<Mutex<Slots>>,
+    /// Where each committed message is.
+    index: Mutex<HashMap<QueueId, Loc>>,
+    flusher: Flusher,
     /// The file system refused user extended attributes: in-flight notes are files.
     no_xattr: std::sync::atomic::AtomicBool,
+}
+
+/// The slot pool.
+#[derive(Debug, Default)]
+struct Slots {
+    /// Free slots, the most recently freed last.
+    free: Vec<FreeSlot>,
+    /// The highest slot number in use or ever created by this process.
+    next: u64,
+    /// Commits per slot, so the background flush can skip a slot overwritten since it was
+    /// freed.
+    commits: HashMap<u64, u64>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct FreeSlot {
+    n: u64,
+    /// Whether the slot's directory entry is known durable.
+    linked: bool,
+}
+
+/// Where a committed message is.
+#[derive(Clone, Debug)]
+enum Loc {
+    Slot(u64),
+    /// A version 1 `<id>.msg` file.
+    Legacy(PathBuf),
+}
+
+/// A slot taken for one message.
+#[derive(Debug)]
+struct Taken {
+    n: u64,
+    file: File,
+    linked: bool,
+    created: bool,
 }
 
 impl Inner {
@@ -160,26 +263,115 @@ impl Inner {
         self.queue_dir.join(format!("{id}.{ext}"))
     }
 
-    /// A freed message file to overwrite, if one is waiting.
-    fn take_free(&self) -> Option<PathBuf> {
-        lock(&self.free).0.pop()
+    fn slot_path(&self, n: u64) -> PathBuf {
+        self.slots_dir.join(n.to_string())
     }
 
-    /// Retires a finished message's file: moved to `free/` for reuse while fewer than
-    /// [`FREE_FILES`] wait there, else deleted. Blocking.
-    fn retire(&self, msg: &Path) -> io::Result<()> {
-        let slot = {
-            let mut free = lock(&self.free);
-            (free.0.len() < FREE_FILES).then(|| {
-                free.1 += 1;
-                self.free_dir.join(free.1.to_string())
-            })
+    /// The file holding the message `id`, if it is in the spool.
+    fn msg_path(&self, id: &QueueId) -> Option<PathBuf> {
+        match lock(&self.index).get(id)? {
+            Loc::Slot(n) => Some(self.slot_path(*n)),
+            Loc::Legacy(p) => Some(p.clone()),
+        }
+    }
+
+    /// A slot to write a message into: the most recently freed one, else a new one. Blocking.
+    fn take_slot(&self) -> Result<Taken, SpoolError> {
+        loop {
+            let Some(FreeSlot { n, linked }) = lock(&self.slots).free.pop() else {
+                break;
+            };
+            let path = self.slot_path(n);
+            match OpenOptions::new().read(true).write(true).open(&path) {
+                Ok(file) => {
+                    if self.use_xattr() {
+                        // The note of the message the slot held.
+                        let _ = rustix::fs::fremovexattr(&file, INFLIGHT_XATTR);
+                    }
+                    return Ok(Taken {
+                        n,
+                        file,
+                        linked,
+                        created: false,
+                    });
+                }
+                // A damaged free slot is not worth an error: forget it, take another.
+                Err(e) => {
+                    tracing::debug!(path = %path.display(), error = %e, "cannot reuse a free spool slot");
+                    lock(&self.slots).commits.remove(&n);
+                }
+            }
+        }
+        let n = {
+            let mut s = lock(&self.slots);
+            s.next += 1;
+            s.next
         };
-        let Some(slot) = slot else {
-            return fs::remove_file(msg);
+        let path = self.slot_path(n);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| SpoolError::io("create", &path, e))?;
+        Ok(Taken {
+            n,
+            file,
+            linked: false,
+            created: true,
+        })
+    }
+
+    /// Gives back a slot whose write did not become a committed message. Blocking.
+    fn abandon(&self, t: Taken) {
+        if t.created {
+            // Never a committed message, and its name was never made durable.
+            drop(t.file);
+            remove_if_exists(&self.slot_path(t.n));
+            return;
+        }
+        // The header may be the new one over a partial payload: make it say free.
+        if let Err(e) = t.file.write_all_at(&slot::free_marker(), 0) {
+            tracing::warn!(path = %self.slot_path(t.n).display(), error = %e, "cannot mark a spool slot free");
+        }
+        self.release(t.n, &t.file, t.linked, None);
+    }
+
+    /// Puts a slot whose header is the free marker back in the pool (or, when it is large or
+    /// the pool is full, has it deleted), and has the marker made durable in the background,
+    /// then `state` deleted. Blocking.
+    fn release(&self, n: u64, file: &File, linked: bool, state: Option<PathBuf>) {
+        let limit = (self.spill_threshold as u64).saturating_mul(KEEP_SLOT_THRESHOLDS);
+        let big = file.metadata().map_or(true, |m| m.len() > limit);
+        let (generation, keep) = {
+            let mut s = lock(&self.slots);
+            let generation = s.commits.get(&n).copied().unwrap_or(0);
+            let keep = !big && s.free.len() < FREE_FILES;
+            if keep {
+                s.free.push(FreeSlot { n, linked });
+            }
+            (generation, keep)
         };
-        fs::rename(msg, &slot)?;
-        lock(&self.free).0.push(slot);
+        self.flusher.push(Pending {
+            path: self.slot_path(n),
+            n,
+            generation,
+            delete: !keep,
+            state,
+        });
+    }
+
+    /// Marks the slot of a finished message free. Blocking.
+    fn retire_slot(&self, n: u64, state: PathBuf) -> Result<(), SpoolError> {
+        let path = self.slot_path(n);
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| SpoolError::io("open", &path, e))?;
+        file.write_all_at(&slot::free_marker(), 0)
+            .map_err(|e| SpoolError::io("write", &path, e))?;
+        self.release(n, &file, true, Some(state));
         Ok(())
     }
 
@@ -189,8 +381,9 @@ impl Inner {
 
     /// Writes the in-flight note of `id`. Blocking.
     fn note_in_flight(&self, id: &QueueId, body: &[u8]) -> io::Result<()> {
-        if self.use_xattr() {
-            let msg = self.file(id, "msg");
+        if self.use_xattr()
+            && let Some(msg) = self.msg_path(id)
+        {
             match rustix::fs::setxattr(&msg, INFLIGHT_XATTR, body, rustix::fs::XattrFlags::empty())
             {
                 Ok(()) => return Ok(()),
@@ -205,10 +398,12 @@ impl Inner {
         create_0600_truncate(&self.file(id, "inflight")).and_then(|mut f| f.write_all(body))
     }
 
-    /// Clears the in-flight note of `id` (the message file stays). Blocking.
+    /// Clears the in-flight note of `id` (the message stays). Blocking.
     fn clear_in_flight(&self, id: &QueueId) {
         if self.use_xattr() {
-            let _ = rustix::fs::removexattr(self.file(id, "msg"), INFLIGHT_XATTR);
+            if let Some(msg) = self.msg_path(id) {
+                let _ = rustix::fs::removexattr(msg, INFLIGHT_XATTR);
+            }
         } else {
             remove_if_exists(&self.file(id, "inflight"));
         }
@@ -217,6 +412,142 @@ impl Inner {
     fn note_error(&self, e: &SpoolError) {
         if e.is_storage_full() {
             *lock(&self.full_at) = Some(Instant::now());
+        }
+    }
+}
+
+/// A freed slot whose free marker is to be made durable.
+#[derive(Debug)]
+struct Pending {
+    path: PathBuf,
+    n: u64,
+    /// The slot's commit count when it was freed.
+    generation: u64,
+    /// Delete the slot once the marker is durable.
+    delete: bool,
+    /// The message's state file, deleted once the marker is durable.
+    state: Option<PathBuf>,
+}
+
+/// The background thread that makes free markers durable (see the module doc).
+#[derive(Debug)]
+struct Flusher {
+    shared: Arc<FlushShared>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+#[derive(Debug, Default)]
+struct FlushShared {
+    queue: Mutex<FlushQueue>,
+    wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct FlushQueue {
+    pending: Vec<Pending>,
+    stop: bool,
+}
+
+impl Flusher {
+    fn start(slots: Arc<Mutex<Slots>>) -> Result<Self, SpoolError> {
+        let shared = Arc::new(FlushShared::default());
+        let s = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("spool-flush".into())
+            .spawn(move || flush_loop(&s, &slots))
+            .map_err(|e| SpoolError::io("spawn", "spool-flush", e))?;
+        Ok(Self {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    fn push(&self, p: Pending) {
+        let mut q = lock(&self.shared.queue);
+        q.pending.push(p);
+        if q.pending.len() == 1 {
+            self.shared.wake.notify_all();
+        }
+    }
+}
+
+impl Drop for Flusher {
+    /// Flushes what is pending and stops the thread.
+    fn drop(&mut self) {
+        lock(&self.shared.queue).stop = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn flush_loop(shared: &FlushShared, slots: &Mutex<Slots>) {
+    loop {
+        let (batch, stop) = {
+            let mut q = lock(&shared.queue);
+            while q.pending.is_empty() && !q.stop {
+                q = shared
+                    .wake
+                    .wait(q)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            // Gather what else is freed for one interval, so one pass covers a batch.
+            let deadline = Instant::now() + FLUSH_INTERVAL;
+            while !q.stop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                q = shared
+                    .wake
+                    .wait_timeout(q, left)
+                    .map_or_else(|e| e.into_inner().0, |(g, _)| g);
+            }
+            (std::mem::take(&mut q.pending), q.stop)
+        };
+        flush_batch(batch, slots);
+        if stop {
+            return;
+        }
+    }
+}
+
+/// Makes a batch of free markers durable, then deletes what waited for that.
+fn flush_batch(batch: Vec<Pending>, slots: &Mutex<Slots>) {
+    let mut durable = Vec::with_capacity(batch.len());
+    for p in &batch {
+        let reused =
+            !p.delete && lock(slots).commits.get(&p.n).copied().unwrap_or(0) != p.generation;
+        // A slot overwritten by a committed message since: that commit's fdatasync covered it.
+        let ok = reused
+            || match File::open(&p.path).and_then(|f| f.sync_data()) {
+                Ok(()) => true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+                Err(e) => {
+                    tracing::warn!(path = %p.path.display(), error = %e, "cannot flush a free spool slot; it may be delivered again after a power loss");
+                    false
+                }
+            };
+        durable.push(ok);
+    }
+    for (p, ok) in batch.into_iter().zip(durable) {
+        if !ok {
+            if p.delete {
+                // Not durable: keep the file (free in memory, a duplicate at worst on disk).
+                lock(slots).free.push(FreeSlot {
+                    n: p.n,
+                    linked: true,
+                });
+            }
+            continue;
+        }
+        if p.delete {
+            remove_if_exists(&p.path);
+            lock(slots).commits.remove(&p.n);
+        }
+        if let Some(s) = &p.state {
+            remove_if_exists(s);
         }
     }
 }
@@ -231,7 +562,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct Recovered {
     /// Messages to deliver, oldest first, with their delivery state.
     pub messages: Vec<RecoveredMessage>,
-    /// Temporary files (messages never committed, states never renamed) that were deleted.
+    /// Writes that never became a committed message: temporary state files deleted, and slots
+    /// torn by a crash (or never finished) that are free again.
     pub discarded_tmp: usize,
     /// Unreadable or truncated files moved to `corrupt/`.
     pub quarantined: Vec<PathBuf>,
@@ -253,9 +585,9 @@ pub struct RecoveredMessage {
 impl Spool {
     /// Opens (creating if needed) the spool directory and recovers its messages.
     ///
-    /// Temporary files are deleted, truncated or unreadable messages are moved to `corrupt/`
-    /// (and logged), states without a message are deleted, and finished messages whose files
-    /// were not yet removed are removed.
+    /// Torn slots become free, temporary files are deleted, unreadable messages are moved to
+    /// `corrupt/` (and logged), states without a message are deleted, and finished messages
+    /// whose slots were not yet freed are freed.
     pub async fn open(cfg: &SpoolConfig) -> Result<(Self, Recovered), SpoolError> {
         let cfg = cfg.clone();
         tokio::task::spawn_blocking(move || open_blocking(&cfg)).await?
@@ -289,8 +621,7 @@ impl Spool {
             id,
             envelope,
             buf: Vec::new(),
-            file: None,
-            tmp_created: false,
+            spill: None,
             body_len: 0,
             finished: false,
         }
@@ -305,12 +636,9 @@ impl Spool {
         rx
     }
 
-    /// Whether a message file exists for `id` (committed and not yet removed).
+    /// Whether the message `id` is in the spool (committed and not yet removed).
     pub async fn contains(&self, id: &QueueId) -> bool {
-        let path = self.inner.file(id, "msg");
-        tokio::task::spawn_blocking(move || path.exists())
-            .await
-            .unwrap_or(false)
+        lock(&self.inner.index).contains_key(id)
     }
 
     /// Replaces the delivery state of `id` atomically and durably, and clears its in-flight
@@ -362,26 +690,42 @@ impl Spool {
         .await;
     }
 
-    /// Deletes a finished message (message file first, then its state), durably.
+    /// Removes a finished message: its slot is marked free at once (and reused), the mark made
+    /// durable within [`FLUSH_INTERVAL`], its state file deleted after that.
     pub async fn remove(&self, id: &QueueId) -> Result<(), SpoolError> {
-        let msg = self.inner.file(id, "msg");
-        let state = self.inner.file(id, "state");
-        let inflight = self.inner.file(id, "inflight");
+        let loc = lock(&self.inner.index).remove(id);
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || -> Result<(), SpoolError> {
-            match inner.retire(&msg) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(SpoolError::io("remove", &msg, e)),
-            }
-            remove_if_exists(&state);
+        let id2 = id.clone();
+        let res = tokio::task::spawn_blocking(move || -> Result<(), SpoolError> {
+            let state = inner.file(&id2, "state");
             if !inner.use_xattr() {
-                remove_if_exists(&inflight);
+                remove_if_exists(&inner.file(&id2, "inflight"));
             }
-            // On this thread: one hop to the blocking pool per message, not two.
-            inner.dirsync.sync_grouped()
+            match &loc {
+                Some(Loc::Slot(n)) => inner.retire_slot(*n, state),
+                Some(Loc::Legacy(path)) => {
+                    match fs::remove_file(path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(SpoolError::io("remove", path, e)),
+                    }
+                    remove_if_exists(&state);
+                    // On this thread: one hop to the blocking pool per message, not two.
+                    inner.dirsync.sync_grouped()
+                }
+                None => {
+                    remove_if_exists(&state);
+                    Ok(())
+                }
+            }
+            .inspect_err(|_| {
+                if let Some(loc) = loc {
+                    lock(&inner.index).insert(id2.clone(), loc);
+                }
+            })
         })
-        .await??;
+        .await?;
+        res?;
         self.inner.metrics.unspooled(id);
         Ok(())
     }
@@ -407,22 +751,6 @@ fn remove_if_exists(path: &Path) {
     {
         tracing::warn!(path = %path.display(), error = %e, "cannot remove spool file");
     }
-}
-
-/// Writes a whole message over a freed message file and renames it to `dst`: no inode is
-/// allocated. The file is cut to length and fdatasync'ed before the rename.
-fn overwrite(inner: &Inner, free: &Path, prefix: &[u8], body: &[u8], dst: &Path) -> io::Result<()> {
-    let mut f = OpenOptions::new().write(true).open(free)?;
-    if inner.use_xattr() {
-        // The note of the message this file held.
-        let _ = rustix::fs::fremovexattr(&f, INFLIGHT_XATTR);
-    }
-    f.write_all(prefix)?;
-    f.write_all(body)?;
-    f.set_len((prefix.len() + body.len()) as u64)?;
-    f.sync_data()?;
-    drop(f);
-    fs::rename(free, dst)
 }
 
 fn create_0600(path: &Path) -> io::Result<File> {
@@ -452,34 +780,121 @@ fn make_dir_0700(path: &Path) -> Result<(), SpoolError> {
         .map_err(|e| SpoolError::io("chmod", path, e))
 }
 
-fn header(body_len: u64, json_len: usize) -> Vec<u8> {
-    let h = format!("POSTERN-SPOOL/1 {body_len:020} {json_len:010}\n");
-    debug_assert_eq!(h.len(), HEADER_LEN);
-    h.into_bytes()
+/// What one slot file holds.
+#[derive(Debug)]
+pub(crate) enum SlotScan {
+    /// A committed message.
+    Message(SpooledMessage),
+    /// The free marker.
+    Free,
+    /// A write that never completed (or was torn): free as well.
+    Invalid(&'static str),
+    /// Whole and checksummed, but its envelope does not parse.
+    Corrupt(String),
+}
+
+/// Reads slot `path`; with `verify`, checks the payload checksum too (reading the whole
+/// message).
+pub(crate) fn scan_slot(path: &Path, verify: bool) -> io::Result<SlotScan> {
+    let f = File::open(path)?;
+    let h = match slot::read_header(&f)? {
+        Decoded::Free => return Ok(SlotScan::Free),
+        Decoded::Invalid(r) => return Ok(SlotScan::Invalid(r)),
+        Decoded::Message(h) => h,
+    };
+    let json = match slot::read_payload(&f, &h, verify)? {
+        Ok(j) => j,
+        Err(r) => return Ok(SlotScan::Invalid(r)),
+    };
+    Ok(match serde_json::from_slice::<Envelope>(&json) {
+        Ok(envelope) => SlotScan::Message(SpooledMessage(Arc::new(MsgInner {
+            body_offset: h.body_offset(),
+            body_len: h.body_len,
+            id: h.id,
+            envelope,
+            path: path.to_owned(),
+            in_slot: true,
+        }))),
+        Err(e) => SlotScan::Corrupt(format!("envelope: {e}")),
+    })
 }
 
 fn open_blocking(cfg: &SpoolConfig) -> Result<(Spool, Recovered), SpoolError> {
     let root = cfg.path.clone();
     make_dir_0700(&root)?;
     let queue_dir = root.join("queue");
+    let slots_dir = root.join("slots");
     let corrupt_dir = root.join("corrupt");
-    let free_dir = root.join("free");
     make_dir_0700(&queue_dir)?;
+    make_dir_0700(&slots_dir)?;
     make_dir_0700(&corrupt_dir)?;
-    make_dir_0700(&free_dir)?;
-    // Files freed by a previous process are never reused: after a crash one could still be
-    // linked in queue/ too.
-    if let Ok(entries) = fs::read_dir(&free_dir) {
+    // Version 1 kept delivered files in free/ for reuse within one process only.
+    let v1_free = root.join("free");
+    if let Ok(entries) = fs::read_dir(&v1_free) {
         for e in entries.flatten() {
             remove_if_exists(&e.path());
         }
+        let _ = fs::remove_dir(&v1_free);
     }
 
     let mut recovered = Recovered::default();
-    let mut msgs: Vec<(QueueId, PathBuf)> = Vec::new();
+    let quarantine = |path: &Path, name: String, reason: &str, recovered: &mut Recovered| {
+        let dst = corrupt_dir.join(name);
+        tracing::error!(path = %path.display(), reason, "corrupt spool file moved to {}", dst.display());
+        if fs::rename(path, &dst).is_ok() {
+            recovered.quarantined.push(dst);
+        }
+    };
+    let mut changed = false;
+
+    // Slots: committed messages, and the free pool.
+    let mut pool = Slots::default();
+    let mut msgs: Vec<(SpooledMessage, Loc)> = Vec::new();
+    let mut slot_of: HashMap<QueueId, u64> = HashMap::new();
+    let entries =
+        fs::read_dir(&slots_dir).map_err(|e| SpoolError::io("read directory", &slots_dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| SpoolError::io("read directory", &slots_dir, e))?;
+        let path = entry.path();
+        let Some(n) = slot::parse_name(&path) else {
+            tracing::warn!(path = %path.display(), "ignoring unknown file in the spool");
+            continue;
+        };
+        pool.next = pool.next.max(n);
+        let free = FreeSlot { n, linked: true };
+        match scan_slot(&path, true) {
+            Ok(SlotScan::Free) => pool.free.push(free),
+            Ok(SlotScan::Invalid(reason)) => {
+                tracing::info!(path = %path.display(), reason, "spool slot without a committed message (a write cut short, never acknowledged): free");
+                recovered.discarded_tmp += 1;
+                pool.free.push(free);
+            }
+            Ok(SlotScan::Message(m)) => {
+                if let Some(other) = slot_of.get(m.id()) {
+                    // Cannot happen short of a bug; keep one copy.
+                    tracing::warn!(queue_id = %m.id(), slot = n, other, "message found in two slots; keeping one");
+                    mark_free_durably(&path);
+                    pool.free.push(free);
+                    continue;
+                }
+                slot_of.insert(m.id().clone(), n);
+                msgs.push((m, Loc::Slot(n)));
+            }
+            Ok(SlotScan::Corrupt(reason)) => {
+                quarantine(&path, format!("slot-{n}"), &reason, &mut recovered);
+                changed = true;
+            }
+            Err(e) => {
+                quarantine(&path, format!("slot-{n}"), &e.to_string(), &mut recovered);
+                changed = true;
+            }
+        }
+    }
+
+    // queue/: states, notes, version 1 messages, temporary files.
     let mut states: HashMap<QueueId, PathBuf> = HashMap::new();
     let mut inflight: HashMap<QueueId, PathBuf> = HashMap::new();
-    let mut changed = false;
+    let mut v1: Vec<(QueueId, PathBuf)> = Vec::new();
     let entries =
         fs::read_dir(&queue_dir).map_err(|e| SpoolError::io("read directory", &queue_dir, e))?;
     for entry in entries {
@@ -502,7 +917,7 @@ fn open_blocking(cfg: &SpoolConfig) -> Result<(Spool, Recovered), SpoolError> {
             continue;
         };
         match ext {
-            "msg" => msgs.push((id, path)),
+            "msg" => v1.push((id, path)),
             "state" => {
                 states.insert(id, path);
             }
@@ -512,24 +927,30 @@ fn open_blocking(cfg: &SpoolConfig) -> Result<(Spool, Recovered), SpoolError> {
             _ => tracing::warn!(path = %path.display(), "ignoring unknown file in the spool"),
         }
     }
-    msgs.sort();
-
-    for (id, path) in msgs {
-        let quarantine = |path: &Path, reason: &str, recovered: &mut Recovered| {
-            let dst = corrupt_dir.join(path.file_name().unwrap_or_default());
-            tracing::error!(queue_id = %id, path = %path.display(), reason, "corrupt spool file moved to {}", dst.display());
-            if fs::rename(path, &dst).is_ok() {
-                recovered.quarantined.push(dst);
+    for (id, path) in v1 {
+        if slot_of.contains_key(&id) {
+            remove_if_exists(&path);
+            changed = true;
+            continue;
+        }
+        match read_message_v1(&id, &path) {
+            Ok(m) => {
+                tracing::info!(queue_id = %id, "recovering a version 1 spool file");
+                msgs.push((m, Loc::Legacy(path)));
             }
-        };
-        let message = match read_message(&id, &path) {
-            Ok(m) => m,
             Err(e) => {
-                quarantine(&path, &e.to_string(), &mut recovered);
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                quarantine(&path, name.into_owned(), &e.to_string(), &mut recovered);
                 changed = true;
-                continue;
             }
-        };
+        }
+    }
+    msgs.sort_by(|a, b| a.0.id().cmp(b.0.id()));
+
+    let mut index = HashMap::new();
+    for (message, loc) in msgs {
+        let id = message.id().clone();
+        let path = message.path().to_owned();
         let n = message.envelope().recipients.len();
         let mut state = match states.remove(&id) {
             None => MessageState::new(n),
@@ -539,15 +960,18 @@ fn open_blocking(cfg: &SpoolConfig) -> Result<(Spool, Recovered), SpoolError> {
             {
                 Ok(s) if s.recipients.len() == n => s,
                 Ok(_) => {
+                    let name = sp.file_name().unwrap_or_default().to_string_lossy();
                     quarantine(
                         &sp,
+                        name.into_owned(),
                         "recipient count differs from the envelope",
                         &mut recovered,
                     );
                     MessageState::new(n)
                 }
                 Err(e) => {
-                    quarantine(&sp, &e, &mut recovered);
+                    let name = sp.file_name().unwrap_or_default().to_string_lossy();
+                    quarantine(&sp, name.into_owned(), &e, &mut recovered);
                     MessageState::new(n)
                 }
             },
@@ -580,9 +1004,15 @@ fn open_blocking(cfg: &SpoolConfig) -> Result<(Spool, Recovered), SpoolError> {
         }
         if state.is_finished() {
             // Finished but not yet removed when the process stopped.
-            remove_if_exists(&path);
-            if let Some(sp) = states.remove(&id) {
-                remove_if_exists(&sp);
+            match &loc {
+                Loc::Slot(n) => {
+                    mark_free_durably(&path);
+                    pool.free.push(FreeSlot {
+                        n: *n,
+                        linked: true,
+                    });
+                }
+                Loc::Legacy(p) => remove_if_exists(p),
             }
             remove_if_exists(&queue_dir.join(format!("{id}.state")));
             changed = true;
@@ -590,6 +1020,7 @@ fn open_blocking(cfg: &SpoolConfig) -> Result<(Spool, Recovered), SpoolError> {
         }
         // Normalise: a recovered state always has a version we understand.
         state.version = state::STATE_VERSION;
+        index.insert(id, loc);
         recovered.messages.push(RecoveredMessage {
             message,
             state,
@@ -600,22 +1031,40 @@ fn open_blocking(cfg: &SpoolConfig) -> Result<(Spool, Recovered), SpoolError> {
         remove_if_exists(&orphan);
         changed = true;
     }
+    // The pool hands out the lowest numbers last, so the highest are reused first and the
+    // surplus beyond FREE_FILES is deleted.
+    pool.free.sort_by_key(|f| f.n);
+    if pool.free.len() > FREE_FILES {
+        let surplus = pool.free.split_off(FREE_FILES);
+        for f in surplus {
+            remove_if_exists(&slots_dir.join(f.n.to_string()));
+        }
+    }
 
     let dirsync = Arc::new(DirSync::new(queue_dir.clone())?);
     if changed {
         dirsync.sync_blocking()?;
     }
+    // Slots found here may have been created by a process that died before their directory
+    // fsync: from now on they count as linked, so make it so.
+    let slot_dirsync = DirSync::new(slots_dir.clone())?;
+    slot_dirsync.sync_blocking()?;
+    let slots = Arc::new(Mutex::new(pool));
+    let flusher = Flusher::start(Arc::clone(&slots))?;
     let spool = Spool {
         inner: Arc::new(Inner {
             root,
             queue_dir,
+            slots_dir,
             spill_threshold: cfg.spill_threshold.max(1),
             dirsync,
+            slot_dirsync,
             sink: Mutex::new(None),
             full_at: Mutex::new(None),
             metrics: Arc::new(crate::metrics::Metrics::new()),
-            free_dir,
-            free: Mutex::new((Vec::new(), 0)),
+            slots,
+            index: Mutex::new(index),
+            flusher,
             no_xattr: std::sync::atomic::AtomicBool::new(false),
         }),
     };
@@ -628,6 +1077,17 @@ fn open_blocking(cfg: &SpoolConfig) -> Result<(Spool, Recovered), SpoolError> {
     Ok((spool, recovered))
 }
 
+/// Writes the free marker over a slot's header and flushes it (recovery only).
+fn mark_free_durably(path: &Path) {
+    let r = OpenOptions::new().write(true).open(path).and_then(|f| {
+        f.write_all_at(&slot::free_marker(), 0)?;
+        f.sync_data()
+    });
+    if let Err(e) = r {
+        tracing::warn!(path = %path.display(), error = %e, "cannot mark a spool slot free");
+    }
+}
+
 /// The in-flight note kept in a message file's extended attribute, if any.
 pub(crate) fn read_xattr_note(path: &Path) -> Option<Vec<u8>> {
     // A note lists recipient indexes: a few bytes each; 64 KiB is far more than any.
@@ -637,7 +1097,8 @@ pub(crate) fn read_xattr_note(path: &Path) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-fn read_message(id: &QueueId, path: &Path) -> Result<SpooledMessage, SpoolError> {
+/// Reads a version 1 `<id>.msg` file.
+pub(crate) fn read_message_v1(id: &QueueId, path: &Path) -> Result<SpooledMessage, SpoolError> {
     let corrupt = |reason: String| SpoolError::Corrupt {
         path: path.to_owned(),
         reason,
@@ -647,17 +1108,17 @@ fn read_message(id: &QueueId, path: &Path) -> Result<SpooledMessage, SpoolError>
         .metadata()
         .map_err(|e| SpoolError::io("stat", path, e))?
         .len();
-    let mut h = [0u8; HEADER_LEN];
+    let mut h = [0u8; V1_HEADER_LEN];
     f.read_exact(&mut h)
         .map_err(|_| corrupt("shorter than its header".into()))?;
-    if &h[..16] != MAGIC || h[36] != b' ' || h[47] != b'\n' {
+    if &h[..16] != V1_MAGIC || h[36] != b' ' || h[47] != b'\n' {
         return Err(corrupt("not a version 1 spool file".into()));
     }
     let num = |b: &[u8]| -> Option<u64> { std::str::from_utf8(b).ok()?.parse().ok() };
     let (Some(body_len), Some(json_len)) = (num(&h[16..36]), num(&h[37..47])) else {
         return Err(corrupt("bad lengths in header".into()));
     };
-    let body_offset = HEADER_LEN as u64 + json_len + 1;
+    let body_offset = V1_HEADER_LEN as u64 + json_len + 1;
     if size != body_offset + body_len {
         return Err(corrupt(format!(
             "truncated: {size} bytes, header says {}",
@@ -675,7 +1136,31 @@ fn read_message(id: &QueueId, path: &Path) -> Result<SpooledMessage, SpoolError>
         path: path.to_owned(),
         body_offset,
         body_len,
+        in_slot: false,
     })))
+}
+
+/// A message that outgrew the spill threshold: its slot and how far it is written.
+#[derive(Debug)]
+struct Spill {
+    slot: Taken,
+    envelope_len: u32,
+    /// CRC of what is written after the header so far.
+    crc: crc32fast::Hasher,
+    /// Where the next byte goes.
+    end: u64,
+}
+
+impl Spill {
+    fn append(&mut self, inner: &Inner, bytes: &[u8]) -> Result<(), SpoolError> {
+        self.slot
+            .file
+            .write_all_at(bytes, self.end)
+            .map_err(|e| SpoolError::io("write", inner.slot_path(self.slot.n), e))?;
+        self.crc.update(bytes);
+        self.end += bytes.len() as u64;
+        Ok(())
+    }
 }
 
 /// One message being received. Dropping it without [`Incoming::commit`] is the same as
@@ -686,8 +1171,7 @@ pub struct Incoming {
     id: QueueId,
     envelope: Envelope,
     buf: Vec<u8>,
-    file: Option<File>,
-    tmp_created: bool,
+    spill: Option<Spill>,
     body_len: u64,
     finished: bool,
 }
@@ -714,76 +1198,88 @@ impl Incoming {
     }
 
     /// Appends message bytes (unstuffed, CRLF-normalised). Memory stays bounded: past the
-    /// spill threshold the bytes go to a temporary file.
+    /// spill threshold the bytes go to the message's slot.
     pub async fn write(&mut self, body: &[u8]) -> Result<(), SpoolError> {
         self.body_len += body.len() as u64;
         self.buf.extend_from_slice(body);
-        if self.file.is_some() || self.buf.len() >= self.spool.spill_threshold {
+        if self.spill.is_some() || self.buf.len() >= self.spool.spill_threshold {
             self.flush().await?;
         }
         Ok(())
     }
 
-    fn prefix(&self, body_len: u64) -> Result<Vec<u8>, SpoolError> {
-        let json = serde_json::to_vec(&self.envelope).map_err(|e| SpoolError::Corrupt {
-            path: self.spool.file(&self.id, "tmp"),
-            reason: e.to_string(),
-        })?;
-        let mut p = header(body_len, json.len());
-        p.extend_from_slice(&json);
-        p.push(b'\n');
-        Ok(p)
+    fn envelope_json(&self) -> Result<Vec<u8>, SpoolError> {
+        let corrupt = |reason: String| SpoolError::Corrupt {
+            path: self.spool.slots_dir.clone(),
+            reason,
+        };
+        let json = serde_json::to_vec(&self.envelope).map_err(|e| corrupt(e.to_string()))?;
+        u32::try_from(json.len()).map_err(|_| corrupt("envelope too large".into()))?;
+        Ok(json)
     }
 
     async fn flush(&mut self) -> Result<(), SpoolError> {
-        if self.buf.len() < self.spool.spill_threshold && self.file.is_some() {
+        if self.buf.len() < self.spool.spill_threshold && self.spill.is_some() {
             return Ok(());
         }
-        let prefix = if self.file.is_none() {
-            Some(self.prefix(0)?)
+        let json = if self.spill.is_none() {
+            Some(self.envelope_json()?)
         } else {
             None
         };
-        let file = self.file.take();
+        let spill = self.spill.take();
         let mut buf = std::mem::take(&mut self.buf);
-        let tmp = self.spool.file(&self.id, "tmp");
-        self.tmp_created = true;
-        let res = tokio::task::spawn_blocking(move || -> Result<(File, Vec<u8>), SpoolError> {
-            let mut f = match file {
-                Some(f) => f,
+        let inner = Arc::clone(&self.spool);
+        let res = tokio::task::spawn_blocking(move || -> Result<(Spill, Vec<u8>), SpoolError> {
+            let mut sp = match spill {
+                Some(s) => s,
                 None => {
-                    let mut f = create_0600(&tmp).map_err(|e| SpoolError::io("create", &tmp, e))?;
-                    f.write_all(prefix.as_deref().unwrap_or_default())
-                        .map_err(|e| SpoolError::io("write", &tmp, e))?;
-                    f
+                    let json = json.unwrap_or_default();
+                    let slot = inner.take_slot()?;
+                    let mut sp = Spill {
+                        slot,
+                        envelope_len: json.len() as u32,
+                        crc: crc32fast::Hasher::new(),
+                        end: HEADER_LEN as u64,
+                    };
+                    // Until commit writes the real header, the slot says free.
+                    let r = sp
+                        .slot
+                        .file
+                        .write_all_at(&slot::free_marker(), 0)
+                        .map_err(|e| SpoolError::io("write", inner.slot_path(sp.slot.n), e))
+                        .and_then(|()| sp.append(&inner, &json));
+                    if let Err(e) = r {
+                        inner.abandon(sp.slot);
+                        return Err(e);
+                    }
+                    sp
                 }
             };
-            f.write_all(&buf)
-                .map_err(|e| SpoolError::io("write", &tmp, e))?;
+            if let Err(e) = sp.append(&inner, &buf) {
+                inner.abandon(sp.slot);
+                return Err(e);
+            }
             buf.clear();
-            Ok((f, buf))
+            Ok((sp, buf))
         })
         .await;
         match res {
-            Ok(Ok((f, buf))) => {
-                self.file = Some(f);
+            Ok(Ok((sp, buf))) => {
+                self.spill = Some(sp);
                 self.buf = buf;
                 Ok(())
             }
             Ok(Err(e)) => {
                 self.spool.note_error(&e);
-                self.discard();
                 Err(e)
             }
-            Err(e) => {
-                self.discard();
-                Err(e.into())
-            }
+            Err(e) => Err(e.into()),
         }
     }
 
-    /// Makes the message durable (file fsync'ed, renamed into the queue, directory fsync'ed)
-    /// and hands it to the queue. Only after `Ok` may the session answer `250`.
+    /// Makes the message durable (written to its slot and fdatasync'ed) and hands it to the
+    /// queue. Only after `Ok` may the session answer `250`.
     pub async fn commit(self) -> Result<QueueId, SpoolError> {
         let msg = self.commit_inner().await?;
         Ok(msg.id().clone())
@@ -791,86 +1287,36 @@ impl Incoming {
 
     async fn commit_inner(mut self) -> Result<SpooledMessage, SpoolError> {
         let body_len = self.body_len;
-        let prefix = self.prefix(body_len)?;
-        let body_offset = prefix.len() as u64;
-        let file = self.file.take();
+        let json = self.envelope_json()?;
+        let spill = self.spill.take();
         let buf = std::mem::take(&mut self.buf);
-        let tmp = self.spool.file(&self.id, "tmp");
-        let dst = self.spool.file(&self.id, "msg");
-        self.tmp_created = true;
-        let (tmp2, dst2) = (tmp.clone(), dst.clone());
         let inner = Arc::clone(&self.spool);
-        // `Err`: nothing was renamed; `Ok(Err)`: renamed, but the directory fsync failed.
-        let res = tokio::task::spawn_blocking(move || -> Result<Result<(), SpoolError>, SpoolError> {
-            let (tmp, dst) = (tmp2, dst2);
-            if file.is_none()
-                && let Some(free) = inner.take_free()
-            {
-                match overwrite(&inner, &free, &prefix, &buf, &dst) {
-                    // On this thread: one hop to the blocking pool per message, not two.
-                    Ok(()) => return Ok(inner.dirsync.sync_grouped()),
-                    // A damaged free file is not worth an error: drop it, create a new one.
-                    Err(e) => {
-                        tracing::debug!(path = %free.display(), error = %e, "cannot reuse a free spool file");
-                        remove_if_exists(&free);
-                    }
-                }
-            }
-            let f = match file {
-                None => {
-                    let mut f = create_0600(&tmp).map_err(|e| SpoolError::io("create", &tmp, e))?;
-                    f.write_all(&prefix)
-                        .and_then(|()| f.write_all(&buf))
-                        .map_err(|e| SpoolError::io("write", &tmp, e))?;
-                    f
-                }
-                Some(mut f) => {
-                    f.write_all(&buf)
-                        .map_err(|e| SpoolError::io("write", &tmp, e))?;
-                    // The real body length, in place of the placeholder.
-                    f.write_all_at(&prefix[..HEADER_LEN], 0)
-                        .map_err(|e| SpoolError::io("write", &tmp, e))?;
-                    f
-                }
-            };
-            f.sync_data()
-                .map_err(|e| SpoolError::io("fsync", &tmp, e))?;
-            drop(f);
-            fs::rename(&tmp, &dst).map_err(|e| SpoolError::io("rename", &dst, e))?;
-            Ok(inner.dirsync.sync_grouped())
+        let id = self.id.clone();
+        // From here the blocking task owns the slot, and gives it back on failure.
+        self.finished = true;
+        let res = tokio::task::spawn_blocking(move || {
+            commit_blocking(&inner, id, spill, &json, &buf, body_len)
         })
         .await;
-        match res {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => {
-                // The .tmp is now the .msg; the directory is not synced, so it is not
-                // acknowledged.
-                self.tmp_created = false;
-                let _ = fs::remove_file(&dst);
-                self.finished = true;
-                return Err(e);
-            }
+        let (n, body_offset) = match res {
+            Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 self.spool.note_error(&e);
-                self.discard();
                 return Err(e);
             }
-            Err(e) => {
-                self.discard();
-                return Err(e.into());
-            }
-        }
-        self.tmp_created = false;
-        self.finished = true;
+            Err(e) => return Err(e.into()),
+        };
+        lock(&self.spool.index).insert(self.id.clone(), Loc::Slot(n));
         self.spool
             .metrics
             .spooled(&self.id, self.envelope.received_at);
         let msg = SpooledMessage(Arc::new(MsgInner {
             id: self.id.clone(),
             envelope: self.envelope.clone(),
-            path: dst,
+            path: self.spool.slot_path(n),
             body_offset,
             body_len,
+            in_slot: true,
         }));
         if let Some(sink) = lock(&self.spool.sink).as_ref() {
             let _ = sink.send(msg.clone());
@@ -880,22 +1326,80 @@ impl Incoming {
 
     /// Discards the message: nothing is left behind.
     pub async fn abort(mut self) {
-        if self.tmp_created {
-            let tmp = self.spool.file(&self.id, "tmp");
-            self.tmp_created = false;
-            self.file = None;
-            let _ = tokio::task::spawn_blocking(move || remove_if_exists(&tmp)).await;
+        if let Some(sp) = self.spill.take() {
+            let inner = Arc::clone(&self.spool);
+            let _ = tokio::task::spawn_blocking(move || inner.abandon(sp.slot)).await;
         }
         self.finished = true;
     }
 
     fn discard(&mut self) {
-        self.file = None;
-        if self.tmp_created {
-            remove_if_exists(&self.spool.file(&self.id, "tmp"));
-            self.tmp_created = false;
+        if let Some(sp) = self.spill.take() {
+            self.spool.abandon(sp.slot);
         }
     }
+}
+
+/// Writes a message into a slot and makes it durable: the body, then the envelope, then the
+/// header (so the header is valid only over a whole payload), one `fdatasync`, and for a new
+/// slot the grouped fsync of `slots/`. Returns the slot and the body offset. Blocking.
+fn commit_blocking(
+    inner: &Inner,
+    id: QueueId,
+    spill: Option<Spill>,
+    json: &[u8],
+    buf: &[u8],
+    body_len: u64,
+) -> Result<(u64, u64), SpoolError> {
+    let (slot, envelope_len, payload_crc) = match spill {
+        None => {
+            let slot = inner.take_slot()?;
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(json);
+            crc.update(buf);
+            let r = slot
+                .file
+                .write_all_at(buf, (HEADER_LEN + json.len()) as u64)
+                .and_then(|()| slot.file.write_all_at(json, HEADER_LEN as u64));
+            if let Err(e) = r {
+                let path = inner.slot_path(slot.n);
+                inner.abandon(slot);
+                return Err(SpoolError::io("write", path, e));
+            }
+            (slot, json.len() as u32, crc.finalize())
+        }
+        Some(mut sp) => {
+            if let Err(e) = sp.append(inner, buf) {
+                inner.abandon(sp.slot);
+                return Err(e);
+            }
+            (sp.slot, sp.envelope_len, sp.crc.finalize())
+        }
+    };
+    let header = Header {
+        id,
+        envelope_len,
+        body_len,
+        payload_crc,
+    };
+    let body_offset = header.body_offset();
+    let path = inner.slot_path(slot.n);
+    if let Err(e) = slot.file.write_all_at(&header.encode(), 0) {
+        inner.abandon(slot);
+        return Err(SpoolError::io("write", path, e));
+    }
+    if let Err(e) = slot.file.sync_data() {
+        inner.abandon(slot);
+        return Err(SpoolError::io("fsync", path, e));
+    }
+    if !slot.linked
+        && let Err(e) = inner.slot_dirsync.sync_grouped()
+    {
+        inner.abandon(slot);
+        return Err(e);
+    }
+    *lock(&inner.slots).commits.entry(slot.n).or_default() += 1;
+    Ok((slot.n, body_offset))
 }
 
 impl Drop for Incoming {
@@ -944,6 +1448,28 @@ struct MsgInner {
     path: PathBuf,
     body_offset: u64,
     body_len: u64,
+    /// In a slot (checked still to hold this message when opened), not a version 1 file.
+    in_slot: bool,
+}
+
+impl MsgInner {
+    /// Opens the message's file, checking that a slot still holds this message (a removed
+    /// message's slot may hold the next one).
+    fn open(&self) -> io::Result<File> {
+        let f = File::open(&self.path)?;
+        if self.in_slot {
+            match slot::read_header(&f)? {
+                Decoded::Message(h) if h.id == self.id && h.body_len == self.body_len => {}
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("message {} is no longer in the spool", self.id),
+                    ));
+                }
+            }
+        }
+        Ok(f)
+    }
 }
 
 impl SpooledMessage {
@@ -957,7 +1483,7 @@ impl SpooledMessage {
         &self.0.envelope
     }
 
-    /// The message file.
+    /// The file holding the message: its slot (or a version 1 `<id>.msg` file).
     pub fn path(&self) -> &Path {
         &self.0.path
     }
@@ -969,7 +1495,7 @@ impl SpooledMessage {
 
     /// Opens the message bytes for streaming, on a blocking thread's terms.
     pub fn open_body_blocking(&self) -> io::Result<io::Take<File>> {
-        let mut f = File::open(&self.0.path)?;
+        let mut f = self.0.open()?;
         f.seek(SeekFrom::Start(self.0.body_offset))?;
         Ok(f.take(self.0.body_len))
     }
@@ -982,7 +1508,7 @@ impl SpooledMessage {
         let this = self.clone();
         let small = self.0.body_len <= SMALL_BODY;
         tokio::task::spawn_blocking(move || {
-            let mut f = File::open(&this.0.path)?;
+            let mut f = this.0.open()?;
             if small {
                 let len = usize::try_from(this.0.body_len).map_err(io::Error::other)?;
                 let mut body = vec![0u8; len];
@@ -1009,5 +1535,94 @@ impl SpooledMessage {
         })
         .await
         .map_err(io::Error::other)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes a slot whose header and payload checksums hold over `json` and `body`.
+    fn write_slot(path: &Path, id: &QueueId, json: &[u8], body: &[u8]) {
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(json);
+        crc.update(body);
+        let h = Header {
+            id: id.clone(),
+            envelope_len: json.len() as u32,
+            body_len: body.len() as u64,
+            payload_crc: crc.finalize(),
+        };
+        let mut out = h.encode().to_vec();
+        out.extend_from_slice(json);
+        out.extend_from_slice(body);
+        fs::write(path, out).unwrap();
+    }
+
+    #[test]
+    fn a_checksummed_slot_with_an_unreadable_envelope_is_quarantined() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SpoolConfig::new(dir.path());
+        fs::create_dir_all(dir.path().join("slots")).unwrap();
+        let id = QueueId::generate();
+        write_slot(&dir.path().join("slots/5"), &id, b"{not json", b"body\r\n");
+        let (spool, rec) = open_blocking(&cfg).unwrap();
+        assert!(rec.messages.is_empty());
+        assert_eq!(rec.quarantined, vec![dir.path().join("corrupt/slot-5")]);
+        // Numbering goes on above it.
+        assert_eq!(spool.inner.take_slot().unwrap().n, 6);
+    }
+
+    #[test]
+    fn background_flush_skips_reused_slots_and_deletes_after_the_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let slots = Mutex::new(Slots::default());
+        lock(&slots).commits.insert(1, 2);
+        let state = dir.path().join("X.state");
+        fs::write(&state, b"{}").unwrap();
+        let big = dir.path().join("2");
+        fs::write(&big, slot::free_marker()).unwrap();
+        flush_batch(
+            vec![
+                // Freed at commit 1, overwritten since (commit 2): nothing to flush; a path
+                // that does not exist shows it is not even opened.
+                Pending {
+                    path: dir.path().join("missing/1"),
+                    n: 1,
+                    generation: 1,
+                    delete: false,
+                    state: Some(state.clone()),
+                },
+                Pending {
+                    path: big.clone(),
+                    n: 2,
+                    generation: 0,
+                    delete: true,
+                    state: None,
+                },
+            ],
+            &slots,
+        );
+        assert!(!state.exists());
+        assert!(!big.exists());
+        // A slot that cannot be flushed (here: its path goes through a regular file) keeps
+        // its state file, and a slot to delete is kept (in the pool) instead.
+        fs::write(&state, b"{}").unwrap();
+        let broken = state.join("3");
+        flush_batch(
+            vec![Pending {
+                path: broken,
+                n: 3,
+                generation: 0,
+                delete: true,
+                state: Some(state.clone()),
+            }],
+            &slots,
+        );
+        assert!(state.exists());
+        assert_eq!(
+            lock(&slots).free.iter().map(|f| f.n).collect::<Vec<_>>(),
+            vec![3]
+        );
     }
 }

@@ -122,6 +122,15 @@ impl Dir {
     pub fn spool_files(&self) -> Vec<PathBuf> {
         files_in(&self.path().join("spool").join("queue"))
     }
+
+    /// The ids of the messages in the spool (committed, not yet finished).
+    pub fn spooled(&self) -> Vec<String> {
+        postern::spool::inspect(&self.path().join("spool"))
+            .unwrap()
+            .iter()
+            .map(|m| m.message.id().to_string())
+            .collect()
+    }
 }
 
 pub fn eml_in(dir: &Path) -> Vec<String> {
