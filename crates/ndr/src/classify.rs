@@ -1,12 +1,13 @@
 //! The classifier: `(basic code, enhanced code, text)` in, [`Classification`] out.
 
 use std::fmt;
+use std::sync::LazyLock;
 
 use postern_smtp::{EnhancedCode, ReplyCode, StatusClass};
 
 use crate::category::{Category, Class, Scope};
 use crate::reply::ReplyView;
-use crate::rule::{Verdict, class_of};
+use crate::rule::{Table, Verdict, class_of};
 use crate::{exchange, generic, registry};
 
 /// How many bytes of reply text the classifier reads (Exchange's store-driver diagnostics
@@ -143,16 +144,19 @@ pub fn classify_status(status: EnhancedCode, text: &str) -> Classification {
     classify(code, Some(status), text)
 }
 
+/// The Exchange rules, then RFC 4954's: tried first, in this order.
+static PRIMARY: LazyLock<Table> =
+    LazyLock::new(|| Table::new(&[exchange::RULES, generic::RFC_RULES]));
+
+/// The text heuristics, for replies whose enhanced code says little.
+static TEXT: LazyLock<Table> = LazyLock::new(|| Table::new(&[generic::TEXT_RULES]));
+
 fn decide(code: ReplyCode, enhanced: Option<EnhancedCode>, text: &str) -> Verdict {
     if code.is_positive() {
         return success();
     }
     let lower = lowercase_prefix(text);
-    if let Some(rule) = exchange::RULES
-        .iter()
-        .chain(generic::RFC_RULES)
-        .find(|r| r.matches(code, enhanced, &lower))
-    {
+    if let Some(rule) = PRIMARY.first_match(code, enhanced, &lower) {
         return rule.verdict(code);
     }
     let entry = enhanced.and_then(|e| registry::lookup(e.subject, e.detail));
@@ -160,11 +164,7 @@ fn decide(code: ReplyCode, enhanced: Option<EnhancedCode>, text: &str) -> Verdic
         (None, _) | (_, None) => true,
         (Some(e), Some(_)) => e.detail == 0 || (e.subject, e.detail) == (7, 1),
     };
-    if vague
-        && let Some(rule) = generic::TEXT_RULES
-            .iter()
-            .find(|r| r.matches(code, enhanced, &lower))
-    {
+    if vague && let Some(rule) = TEXT.first_match(code, enhanced, &lower) {
         return rule.verdict(code);
     }
     let class = class_of(code);
