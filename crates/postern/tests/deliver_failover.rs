@@ -7,30 +7,18 @@ mod deliver_common;
 use std::time::Duration;
 
 use deliver_common::*;
-use postern::spool::{InspectedMessage, inspect};
-use postern_testkit::entra::EntraSim;
-use postern_testkit::exo::{Profile, SubmissionServer};
 use postern_testkit::fault::Fault;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn exo(sim: &EntraSim) -> SubmissionServer {
-    SubmissionServer::builder(Profile::ClientSubmission)
-        .organization(org())
-        .tokens(sim.clone())
-        .start()
-        .await
-        .unwrap()
-}
-
+/// [`submission_route`] with a 2 s connect timeout, so a down route fails over quickly.
 fn route(dir: &Dir, name: &str, port: u16, ca: &str, extra: &str) -> String {
-    let ca = dir.write(&format!("{name}-ca.pem"), ca);
-    format!(
-        "[routes.{name}]\ntype = \"client_submission\"\nhost = \"127.0.0.1\"\nport = {port}\n\
-         tls_name = \"smtp.office365.com\"\nca_file = \"{}\"\nidentity = \"app\"\n\
-         mailbox = \"{MAILBOX}\"\ncommand_timeout = \"5s\"\ngreeting_timeout = \"5s\"\n\
-         connect_timeout = \"2s\"\n{extra}",
-        ca.display()
+    submission_route(
+        dir,
+        name,
+        port,
+        ca,
+        &format!("connect_timeout = \"2s\"\n{extra}"),
     )
 }
 
@@ -38,21 +26,6 @@ fn route(dir: &Dir, name: &str, port: u16, ca: &str, extra: &str) -> String {
 async fn closed_port() -> u16 {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     l.local_addr().unwrap().port()
-}
-
-async fn spool_until(
-    dir: &Dir,
-    pred: impl Fn(&[InspectedMessage]) -> bool,
-) -> Vec<InspectedMessage> {
-    let root = dir.path().join("spool");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let msgs = inspect(&root).unwrap();
-        if pred(&msgs) || tokio::time::Instant::now() >= deadline {
-            return msgs;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +53,7 @@ async fn a_down_client_submission_route_fails_over_to_the_next() {
     let msgs = exo.recorder().wait_for(1, WAIT).await.unwrap();
     assert_eq!(msgs.len(), 1, "one transaction for both recipients");
     assert_eq!(msgs[0].rcpt_to, ["bob@fabrikam.com", "carol@fabrikam.com"]);
-    let left = spool_until(&dir, <[_]>::is_empty).await;
+    let left = spool_until(&dir, WAIT, <[_]>::is_empty).await;
     assert!(left.is_empty());
     let metrics = relay.spool().metrics().render();
     assert!(
@@ -160,20 +133,13 @@ async fn the_route_reached_is_kept_across_a_restart() {
     };
     let relay = start(config(1)).await;
     for i in 0..2 {
-        let sent = send(
-            &relay,
-            MAILBOX,
-            &["bob@fabrikam.com"],
-            &message(MAILBOX, &format!("resume-{i}")),
-        )
-        .await;
-        assert_eq!(sent.data.unwrap().0, 250);
+        send_accepted(&relay, &format!("resume-{i}")).await;
         if i == 0 {
             second.recorder().wait_for(1, WAIT).await.unwrap();
         }
     }
     // The second message: refused by "first", moved on to "second", queued by its limiter.
-    let queued = spool_until(&dir, |m| {
+    let queued = spool_until(&dir, WAIT, |m| {
         m.len() == 1 && m[0].state.recipients[0].last_category.as_deref() == Some("rate_limited")
     })
     .await;
@@ -191,7 +157,7 @@ async fn the_route_reached_is_kept_across_a_restart() {
     let relay = start(config(5)).await;
     relay.queue_control().retry(None).await.unwrap();
     second.recorder().wait_for(2, WAIT).await.unwrap();
-    let left = spool_until(&dir, <[_]>::is_empty).await;
+    let left = spool_until(&dir, WAIT, <[_]>::is_empty).await;
     assert!(left.is_empty());
     assert_eq!(first.recorder().refusals().len(), refused_by_first);
     assert!(dir.bounces(0, Duration::ZERO).await.is_empty());

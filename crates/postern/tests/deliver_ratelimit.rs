@@ -11,46 +11,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use deliver_common::*;
-use postern::spool::{InspectedMessage, inspect};
-use postern_testkit::entra::EntraSim;
-use postern_testkit::exo::{Profile, SubmissionServer, SubmissionServerBuilder};
+use postern::spool::InspectedMessage;
+use postern_testkit::exo::{Profile, SubmissionServer};
 use postern_testkit::fault::Fault;
 use postern_testkit::org::{Mailbox, Organization, ServicePrincipal};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn exo(sim: &EntraSim) -> SubmissionServerBuilder {
-    SubmissionServer::builder(Profile::ClientSubmission)
-        .organization(org())
-        .tokens(sim.clone())
-}
-
-fn route(dir: &Dir, exo: &SubmissionServer, extra: &str) -> String {
-    let ca = dir.write("exo-ca.pem", exo.ca_cert_pem());
-    format!(
-        "[routes.m365]\ntype = \"client_submission\"\nhost = \"127.0.0.1\"\nport = {}\n\
-         tls_name = \"smtp.office365.com\"\nca_file = \"{}\"\nidentity = \"app\"\n\
-         mailbox = \"{MAILBOX}\"\ncommand_timeout = \"5s\"\ngreeting_timeout = \"5s\"\n{extra}",
-        exo.addr().port(),
-        ca.display()
-    )
-}
-
-/// Polls the spool until `pred` holds for its messages (or `WAIT` runs out).
-async fn spool_until(
-    dir: &Dir,
-    pred: impl Fn(&[InspectedMessage]) -> bool,
-) -> Vec<InspectedMessage> {
-    let root = dir.path().join("spool");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let msgs = inspect(&root).unwrap();
-        if pred(&msgs) || tokio::time::Instant::now() >= deadline {
-            return msgs;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
 
 fn all_pending_with(msgs: &[InspectedMessage], category: &str) -> bool {
     msgs.iter().all(|m| {
@@ -71,23 +37,17 @@ async fn thirty_five_messages_to_a_thirty_a_minute_route_are_all_delivered_unthr
     let sim = entra().await;
     // Exchange's 30 messages a minute, on a 4 s window; the relay keeps 30 per 6 s (a margin
     // for the time between the relay's dispatch and the server's clock).
-    let exo = exo(&sim)
+    let exo = exo_builder(&sim)
         .rate_window(Duration::from_secs(4))
         .start()
         .await
         .unwrap();
     let dir = Dir::new();
-    let cfg = dir.config(
-        "m365",
-        &format!(
-            "{}{}",
-            route(
-                &dir,
-                &exo,
-                "max_messages_per_minute = 30\nmessage_window = \"6s\"\n"
-            ),
-            app_identity(&dir, &sim)
-        ),
+    let cfg = m365_config(
+        &dir,
+        &sim,
+        &exo,
+        "max_messages_per_minute = 30\nmessage_window = \"6s\"\n",
     );
     let relay = std::sync::Arc::new(start(cfg).await);
     // 35 devices at once: all spooled well within one window.
@@ -123,7 +83,7 @@ async fn thirty_five_messages_to_a_thirty_a_minute_route_are_all_delivered_unthr
         .unwrap_or_else(|| panic!("no rate_limited deferral in\n{metrics}"));
     let n: f64 = limited.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(n >= 5.0, "{limited}");
-    let left = spool_until(&dir, |m| m.is_empty()).await;
+    let left = spool_until(&dir, WAIT, |m| m.is_empty()).await;
     assert!(left.is_empty(), "still queued: {}", left.len());
     assert!(dir.bounces(0, Duration::ZERO).await.is_empty());
     relay.shutdown().await;
@@ -132,35 +92,18 @@ async fn thirty_five_messages_to_a_thirty_a_minute_route_are_all_delivered_unthr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daily_budget_defers_and_survives_a_restart() {
     let sim = entra().await;
-    let exo = exo(&sim).start().await.unwrap();
+    let exo = exo(&sim).await;
     let dir = Dir::new();
     let config = |budget: u32| {
-        dir.config(
-            "m365",
-            &format!(
-                "{}{}",
-                route(
-                    &dir,
-                    &exo,
-                    &format!("max_recipients_per_day = {budget}\nrecipient_window = \"1h\"\n")
-                ),
-                app_identity(&dir, &sim)
-            ),
-        )
+        let limits = format!("max_recipients_per_day = {budget}\nrecipient_window = \"1h\"\n");
+        m365_config(&dir, &sim, &exo, &limits)
     };
     let relay = start(config(3)).await;
     for i in 0..5 {
-        let sent = send(
-            &relay,
-            MAILBOX,
-            &["bob@fabrikam.com"],
-            &message(MAILBOX, &format!("budget-{i}")),
-        )
-        .await;
-        assert_eq!(sent.data.unwrap().0, 250);
+        send_accepted(&relay, &format!("budget-{i}")).await;
     }
     exo.recorder().wait_for(3, WAIT).await.unwrap();
-    let queued = spool_until(&dir, |m| {
+    let queued = spool_until(&dir, WAIT, |m| {
         m.len() == 2 && all_pending_with(m, "rate_limited")
     })
     .await;
@@ -191,14 +134,14 @@ async fn daily_budget_defers_and_survives_a_restart() {
     let relay = start(config(4)).await;
     relay.queue_control().retry(None).await.unwrap();
     exo.recorder().wait_for(4, WAIT).await.unwrap();
-    let queued = spool_until(&dir, |m| {
+    let queued = spool_until(&dir, WAIT, |m| {
         m.len() == 1 && all_pending_with(m, "rate_limited")
     })
     .await;
     assert_eq!(queued.len(), 1);
     // Give the last one every chance to (wrongly) go.
     relay.queue_control().retry(None).await.unwrap();
-    let queued = spool_until(&dir, |m| {
+    let queued = spool_until(&dir, WAIT, |m| {
         m.len() == 1 && all_pending_with(m, "rate_limited")
     })
     .await;
@@ -223,37 +166,27 @@ async fn submission_quota_exceeded_defers_and_pauses_the_mailbox() {
         .await
         .unwrap();
     let dir = Dir::new();
-    let cfg = dir.config(
-        "m365",
-        &format!(
-            "{}{}",
-            route(
-                &dir,
-                &exo,
-                "max_recipients_per_day = 0\nrecipient_window = \"1h\"\n"
-            ),
-            app_identity(&dir, &sim)
-        ),
+    let cfg = m365_config(
+        &dir,
+        &sim,
+        &exo,
+        "max_recipients_per_day = 0\nrecipient_window = \"1h\"\n",
     );
     let relay = start(cfg).await;
     for i in 0..3 {
-        let sent = send(
-            &relay,
-            MAILBOX,
-            &["bob@fabrikam.com"],
-            &message(MAILBOX, &format!("quota-{i}")),
-        )
-        .await;
-        assert_eq!(sent.data.unwrap().0, 250);
+        send_accepted(&relay, &format!("quota-{i}")).await;
         // One at a time, so the third is the one over the budget.
-        let _ = spool_until(&dir, |m| {
+        let _ = spool_until(&dir, WAIT, |m| {
             m.iter()
                 .all(|m| m.state.recipients.iter().all(|r| r.attempts > 0))
         })
         .await;
     }
     exo.recorder().wait_for(2, WAIT).await.unwrap();
-    let queued = spool_until(&dir, |m| m.len() == 1 && all_pending_with(m, "daily_limit")).await;
+    let queued = spool_until(&dir, WAIT, |m| {
+        m.len() == 1 && all_pending_with(m, "daily_limit")
+    })
+    .await;
     assert_eq!(queued.len(), 1, "{queued:?}");
     let r = &queued[0].state.recipients[0];
     assert!(
@@ -288,28 +221,14 @@ async fn submission_quota_exceeded_defers_and_pauses_the_mailbox() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_connections_limit_defers_then_delivers() {
     let sim = entra().await;
-    let exo = exo(&sim).start().await.unwrap();
+    let exo = exo(&sim).await;
     exo.faults().inject(Fault::ReplyAfterData(
         "432 4.3.2 Concurrent connections limit exceeded.".into(),
     ));
     let dir = Dir::new();
-    let cfg = dir.config(
-        "m365",
-        &format!(
-            "{}{}",
-            route(&dir, &exo, "throttle_pause = \"300ms\"\n"),
-            app_identity(&dir, &sim)
-        ),
-    );
+    let cfg = m365_config(&dir, &sim, &exo, "throttle_pause = \"300ms\"\n");
     let relay = start(cfg).await;
-    let sent = send(
-        &relay,
-        MAILBOX,
-        &["bob@fabrikam.com"],
-        &message(MAILBOX, "busy"),
-    )
-    .await;
-    assert_eq!(sent.data.unwrap().0, 250);
+    send_accepted(&relay, "busy").await;
     let msgs = exo.recorder().wait_for(1, WAIT).await.unwrap();
     assert_eq!(msgs[0].rcpt_to, ["bob@fabrikam.com"]);
     let refusals = exo.recorder().refusals();
@@ -317,7 +236,7 @@ async fn concurrent_connections_limit_defers_then_delivers() {
         refusals.iter().any(|r| r.code == 432),
         "no 432 recorded: {refusals:?}"
     );
-    let left = spool_until(&dir, |m| m.is_empty()).await;
+    let left = spool_until(&dir, WAIT, |m| m.is_empty()).await;
     assert!(left.is_empty());
     assert!(dir.bounces(0, Duration::ZERO).await.is_empty());
     // The deferral was counted under the throttling category.

@@ -9,52 +9,20 @@ use std::time::Duration;
 
 use deliver_common::*;
 use postern_entra::{Authority, FileStore, OAuthClient, ReqwestClient, TokenCache};
-use postern_testkit::entra::EntraSim;
-use postern_testkit::exo::{Profile, SubmissionServer};
 use postern_testkit::fault::Fault;
 use postern_testkit::record::AuthMethod;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-async fn exo(sim: &EntraSim) -> SubmissionServer {
-    SubmissionServer::builder(Profile::ClientSubmission)
-        .organization(org())
-        .tokens(sim.clone())
-        .start()
-        .await
-        .unwrap()
-}
-
-fn route(dir: &Dir, exo: &SubmissionServer, extra: &str) -> String {
-    let ca = dir.write("exo-ca.pem", exo.ca_cert_pem());
-    format!(
-        "[routes.m365]\ntype = \"client_submission\"\nhost = \"127.0.0.1\"\nport = {}\n\
-         tls_name = \"smtp.office365.com\"\nca_file = \"{}\"\nidentity = \"app\"\n\
-         mailbox = \"{MAILBOX}\"\ncommand_timeout = \"5s\"\ngreeting_timeout = \"5s\"\n{extra}",
-        exo.addr().port(),
-        ca.display()
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_only_token_delivers_and_reuses_the_connection() {
     let sim = entra().await;
     let exo = exo(&sim).await;
     let dir = Dir::new();
-    let cfg = dir.config(
-        "m365",
-        &format!("{}{}", route(&dir, &exo, ""), app_identity(&dir, &sim)),
-    );
+    let cfg = m365_config(&dir, &sim, &exo, "");
     let relay = start(cfg).await;
     for i in 0..2 {
-        let sent = send(
-            &relay,
-            MAILBOX,
-            &["bob@fabrikam.com"],
-            &message(MAILBOX, &format!("scan-{i}")),
-        )
-        .await;
-        assert_eq!(sent.data.unwrap().0, 250);
+        send_accepted(&relay, &format!("scan-{i}")).await;
         exo.recorder().wait_for(i + 1, WAIT).await.unwrap();
     }
     let msgs = exo.recorder().messages();
@@ -124,15 +92,9 @@ async fn delegated_token_from_the_refresh_token_store() {
         store.display(),
         ca.display()
     );
-    let relay = start(dir.config("m365", &format!("{}{identity}", route(&dir, &exo, "")))).await;
-    let sent = send(
-        &relay,
-        MAILBOX,
-        &["bob@fabrikam.com"],
-        &message(MAILBOX, "d1"),
-    )
-    .await;
-    assert_eq!(sent.data.unwrap().0, 250);
+    let relay =
+        start(dir.config("m365", &format!("{}{identity}", m365_route(&dir, &exo, "")))).await;
+    send_accepted(&relay, "d1").await;
     let msgs = exo.recorder().wait_for(1, WAIT).await.unwrap();
     assert_eq!(
         msgs[0].identity.as_ref().unwrap().method,
@@ -150,14 +112,16 @@ async fn send_as_denied_bounces_without_rewriting_and_delivers_with_it() {
     let exo = exo(&sim).await;
     let dir = Dir::new();
     let extra = format!(
-        "{}{}[routes.rewrite]\ntype = \"client_submission\"\nhost = \"127.0.0.1\"\nport = {}\n\
-         tls_name = \"smtp.office365.com\"\nca_file = \"{}\"\nidentity = \"app\"\n\
-         mailbox = \"{MAILBOX}\"\nsender_rewrite = true\n\
-         [[rules]]\nsender = [\"*@rewrite.lan\"]\nroutes = [\"rewrite\"]\n",
-        route(&dir, &exo, ""),
+        "{}{}{}[[rules]]\nsender = [\"*@rewrite.lan\"]\nroutes = [\"rewrite\"]\n",
+        m365_route(&dir, &exo, ""),
+        submission_route(
+            &dir,
+            "rewrite",
+            exo.addr().port(),
+            exo.ca_cert_pem(),
+            "sender_rewrite = true\n"
+        ),
         app_identity(&dir, &sim),
-        exo.addr().port(),
-        dir.path().join("exo-ca.pem").display(),
     );
     let relay = start(dir.config("m365", &extra)).await;
     // Without rewriting: the device's own address is not the mailbox and has no Send As.
@@ -218,35 +182,14 @@ async fn expired_token_is_refreshed_within_the_attempt() {
     let sim = entra().await;
     let exo = exo(&sim).await;
     let dir = Dir::new();
-    let cfg = dir.config(
-        "m365",
-        &format!(
-            "{}{}",
-            route(&dir, &exo, "pool_size = 0\n"),
-            app_identity(&dir, &sim)
-        ),
-    );
+    let cfg = m365_config(&dir, &sim, &exo, "pool_size = 0\n");
     let relay = start(cfg).await;
-    let sent = send(
-        &relay,
-        MAILBOX,
-        &["bob@fabrikam.com"],
-        &message(MAILBOX, "t1"),
-    )
-    .await;
-    assert_eq!(sent.data.unwrap().0, 250);
+    send_accepted(&relay, "t1").await;
     exo.recorder().wait_for(1, WAIT).await.unwrap();
     // The token dies at Microsoft while our cache still thinks it good: 535 5.7.3, then a
     // new token and success in the same attempt.
     sim.expire_access_tokens();
-    let sent = send(
-        &relay,
-        MAILBOX,
-        &["bob@fabrikam.com"],
-        &message(MAILBOX, "t2"),
-    )
-    .await;
-    assert_eq!(sent.data.unwrap().0, 250);
+    send_accepted(&relay, "t2").await;
     exo.recorder().wait_for(2, WAIT).await.unwrap();
     assert_eq!(sim.grant_count("client_credentials"), 2);
     let refused: Vec<_> = exo
@@ -266,24 +209,14 @@ async fn upstream_down_then_up_and_token_outage_defer_not_bounce() {
     let sim = entra().await;
     let exo = exo(&sim).await;
     let dir = Dir::new();
-    let cfg = dir.config(
-        "m365",
-        &format!("{}{}", route(&dir, &exo, ""), app_identity(&dir, &sim)),
-    );
+    let cfg = m365_config(&dir, &sim, &exo, "");
     exo.faults().set_sticky(Some(Fault::RefuseConnection));
     sim.set_sticky(
         postern_testkit::entra::Endpoint::Token,
         Some(postern_testkit::entra::EntraFault::TemporarilyUnavailable),
     );
     let relay = start(cfg).await;
-    let sent = send(
-        &relay,
-        MAILBOX,
-        &["bob@fabrikam.com"],
-        &message(MAILBOX, "later"),
-    )
-    .await;
-    assert_eq!(sent.data.unwrap().0, 250);
+    send_accepted(&relay, "later").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(exo.recorder().is_empty());
     assert!(
@@ -307,21 +240,14 @@ async fn a_silent_server_times_out_and_is_retried() {
         "m365",
         &format!(
             "{}{}",
-            route(&dir, &exo, "connect_timeout = \"2s\"\n")
+            m365_route(&dir, &exo, "connect_timeout = \"2s\"\n")
                 .replace("greeting_timeout = \"5s\"", "greeting_timeout = \"300ms\""),
             app_identity(&dir, &sim)
         ),
     );
     exo.faults().inject(Fault::Hang);
     let relay = start(cfg).await;
-    let sent = send(
-        &relay,
-        MAILBOX,
-        &["bob@fabrikam.com"],
-        &message(MAILBOX, "slow"),
-    )
-    .await;
-    assert_eq!(sent.data.unwrap().0, 250);
+    send_accepted(&relay, "slow").await;
     // First attempt: the greeting never comes (timeout, transient); the retry delivers.
     let msgs = exo.recorder().wait_for(1, WAIT).await.unwrap();
     assert_eq!(msgs.len(), 1);

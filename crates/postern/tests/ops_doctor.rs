@@ -9,28 +9,10 @@ use std::time::Duration;
 use deliver_common::*;
 use postern::config::Config;
 use postern::ops::doctor::{DoctorOptions, DoctorReport, Status, doctor};
-use postern_testkit::entra::EntraSim;
-use postern_testkit::exo::{Profile, SubmissionServer};
-
-async fn exo(sim: &EntraSim) -> SubmissionServer {
-    SubmissionServer::builder(Profile::ClientSubmission)
-        .organization(org())
-        .tokens(sim.clone())
-        .start()
-        .await
-        .unwrap()
-}
 
 /// A client_submission route to `port` (the simulator's, or a closed one).
 fn route(dir: &Dir, ca_pem: &str, port: u16) -> String {
-    let ca = dir.write("exo-ca.pem", ca_pem);
-    format!(
-        "[routes.m365]\ntype = \"client_submission\"\nhost = \"127.0.0.1\"\nport = {port}\n\
-         tls_name = \"smtp.office365.com\"\nca_file = \"{}\"\nidentity = \"app\"\n\
-         mailbox = \"{MAILBOX}\"\nconnect_timeout = \"5s\"\ncommand_timeout = \"5s\"\n\
-         greeting_timeout = \"5s\"\n",
-        ca.display()
-    )
+    submission_route(dir, "m365", port, ca_pem, "connect_timeout = \"5s\"\n")
 }
 
 async fn run(cfg: Config, opts: &DoctorOptions) -> (DoctorReport, String) {
@@ -52,13 +34,12 @@ async fn healthy_tenant_passes_every_check_and_sends_a_test_message() {
     let sim = entra().await;
     let exo = exo(&sim).await;
     let dir = Dir::new();
-    let cfg = dir.config(
-        "m365",
-        &format!(
-            "{}{}",
-            route(&dir, exo.ca_cert_pem(), exo.addr().port()),
-            app_identity(&dir, &sim)
-        ),
+    let cfg = m365_config(
+        &dir,
+        &sim,
+        &exo,
+        "connect_timeout = \"5s\"
+",
     );
     let opts = DoctorOptions::default().send_test("bob@fabrikam.com");
     let (report, text) = run(cfg, &opts).await;

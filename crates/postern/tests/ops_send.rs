@@ -10,7 +10,6 @@ use std::time::Duration;
 use deliver_common::*;
 use postern::ops::OpsError;
 use postern::ops::send::{SendOptions, send};
-use postern_testkit::exo::{Profile, SubmissionServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transcript_shows_the_session_and_never_the_token() {
@@ -18,8 +17,7 @@ async fn transcript_shows_the_session_and_never_the_token() {
     // Remember every token presented to the simulated Exchange, then validate as usual.
     let presented = Arc::new(Mutex::new(Vec::<String>::new()));
     let (p, s) = (presented.clone(), sim.clone());
-    let exo = SubmissionServer::builder(Profile::ClientSubmission)
-        .organization(org())
+    let exo = exo_builder(&sim)
         .tokens(move |t: &str| {
             p.lock().unwrap().push(t.to_owned());
             s.validate_access_token(t)
@@ -28,18 +26,7 @@ async fn transcript_shows_the_session_and_never_the_token() {
         .await
         .unwrap();
     let dir = Dir::new();
-    let ca = dir.write("exo-ca.pem", exo.ca_cert_pem());
-    let cfg = dir.config(
-        "m365",
-        &format!(
-            "[routes.m365]\ntype = \"client_submission\"\nhost = \"127.0.0.1\"\nport = {}\n\
-             tls_name = \"smtp.office365.com\"\nca_file = \"{}\"\nidentity = \"app\"\n\
-             mailbox = \"{MAILBOX}\"\ncommand_timeout = \"5s\"\ngreeting_timeout = \"5s\"\n{}",
-            exo.addr().port(),
-            ca.display(),
-            app_identity(&dir, &sim)
-        ),
-    );
+    let cfg = m365_config(&dir, &sim, &exo, "");
     let opts = SendOptions::new("m365", MAILBOX, vec!["bob@fabrikam.com".into()])
         .subject("Scanner check")
         .body("Page 1\n.dot line\n")
@@ -97,25 +84,9 @@ async fn transcript_shows_the_session_and_never_the_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_sender_is_reported_with_its_category_and_exit_status() {
     let sim = entra().await;
-    let exo = SubmissionServer::builder(Profile::ClientSubmission)
-        .organization(org())
-        .tokens(sim.clone())
-        .start()
-        .await
-        .unwrap();
+    let exo = exo(&sim).await;
     let dir = Dir::new();
-    let ca = dir.write("exo-ca.pem", exo.ca_cert_pem());
-    let cfg = dir.config(
-        "m365",
-        &format!(
-            "[routes.m365]\ntype = \"client_submission\"\nhost = \"127.0.0.1\"\nport = {}\n\
-             tls_name = \"smtp.office365.com\"\nca_file = \"{}\"\nidentity = \"app\"\n\
-             mailbox = \"{MAILBOX}\"\n{}",
-            exo.addr().port(),
-            ca.display(),
-            app_identity(&dir, &sim)
-        ),
-    );
+    let cfg = m365_config(&dir, &sim, &exo, "");
     // The mailbox has no Send As right on this address.
     let opts = SendOptions::new(
         "m365",

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use postern::config::Config;
+use postern::spool::{InspectedMessage, inspect};
 use postern::{Relay, RelayHandle};
 use postern_testkit::entra::{App, EntraSim, Tenant, User};
+use postern_testkit::exo::{Profile, SubmissionServer, SubmissionServerBuilder};
 use postern_testkit::org::{Mailbox, Organization, ServicePrincipal};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -81,6 +83,23 @@ pub async fn start(cfg: Config) -> RelayHandle {
     Relay::start(cfg).await.expect("relay starts")
 }
 
+/// Polls the spool until `pred` holds for its messages, or `wait` runs out.
+pub async fn spool_until(
+    dir: &Dir,
+    wait: Duration,
+    pred: impl Fn(&[InspectedMessage]) -> bool,
+) -> Vec<InspectedMessage> {
+    let root = dir.path().join("spool");
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let msgs = inspect(&root).unwrap();
+        if pred(&msgs) || tokio::time::Instant::now() >= deadline {
+            return msgs;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// What the device saw: the reply to each RCPT, and to the end of data (if sent).
 #[derive(Debug)]
 pub struct Sent {
@@ -107,6 +126,19 @@ async fn cmd(r: &mut BufReader<TcpStream>, line: &str) -> (u16, String) {
     r.get_mut().write_all(line.as_bytes()).await.unwrap();
     r.get_mut().write_all(b"\r\n").await.unwrap();
     reply(r).await
+}
+
+/// A device sending `subject` from [`MAILBOX`] to `bob@fabrikam.com`; asserts that the
+/// relay took it (`250` after the data).
+pub async fn send_accepted(relay: &RelayHandle, subject: &str) {
+    let sent = send(
+        relay,
+        MAILBOX,
+        &["bob@fabrikam.com"],
+        &message(MAILBOX, subject),
+    )
+    .await;
+    assert_eq!(sent.data.as_ref().map(|d| d.0), Some(250), "{sent:?}");
 }
 
 /// A device submitting one message to the relay (plain SMTP, no pipelining).
@@ -203,4 +235,45 @@ pub fn app_identity(dir: &Dir, sim: &EntraSim) -> String {
         secret.display(),
         ca.display()
     )
+}
+
+/// The client-submission simulator for [`org`], taking the tokens `sim` issues.
+pub fn exo_builder(sim: &EntraSim) -> SubmissionServerBuilder {
+    SubmissionServer::builder(Profile::ClientSubmission)
+        .organization(org())
+        .tokens(sim.clone())
+}
+
+/// [`exo_builder`], started.
+pub async fn exo(sim: &EntraSim) -> SubmissionServer {
+    exo_builder(sim).start().await.unwrap()
+}
+
+/// `[routes.<name>]`: client submission to `127.0.0.1:<port>` trusting `ca_pem` (written to
+/// `<name>-ca.pem`), as the `app` identity for [`MAILBOX`], 5 s command and greeting
+/// timeouts; `extra` adds keys.
+pub fn submission_route(dir: &Dir, name: &str, port: u16, ca_pem: &str, extra: &str) -> String {
+    let ca = dir.write(&format!("{name}-ca.pem"), ca_pem);
+    format!(
+        "[routes.{name}]\ntype = \"client_submission\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+         tls_name = \"smtp.office365.com\"\nca_file = \"{}\"\nidentity = \"app\"\n\
+         mailbox = \"{MAILBOX}\"\ncommand_timeout = \"5s\"\ngreeting_timeout = \"5s\"\n{extra}",
+        ca.display()
+    )
+}
+
+/// `[routes.m365]`: [`submission_route`] to `exo`.
+pub fn m365_route(dir: &Dir, exo: &SubmissionServer, extra: &str) -> String {
+    submission_route(dir, "m365", exo.addr().port(), exo.ca_cert_pem(), extra)
+}
+
+/// A relay configuration whose default route `m365` ([`m365_route`] with `route_extra`)
+/// delivers through `exo` with the app identity of `sim`.
+pub fn m365_config(dir: &Dir, sim: &EntraSim, exo: &SubmissionServer, route_extra: &str) -> Config {
+    let extra = format!(
+        "{}{}",
+        m365_route(dir, exo, route_extra),
+        app_identity(dir, sim)
+    );
+    dir.config("m365", &extra)
 }
