@@ -16,7 +16,8 @@ use crate::spool::SpooledMessage;
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum LocalFormat {
-    /// `<dir>/<queue-id>.eml` plus `<dir>/<queue-id>.json` (envelope and outcome).
+    /// `<dir>/<queue-id>.eml` plus `<dir>/<queue-id>.json` (envelope and outcome), the
+    /// sidecar written first so that a watcher who sees the `.eml` finds both.
     #[default]
     Eml,
     /// A Maildir: `<dir>/tmp/` then renamed into `<dir>/new/`, with a `Return-Path` header.
@@ -56,9 +57,8 @@ impl LocalSink {
         fs::create_dir_all(&self.dir)?;
         let id = msg.id();
         let eml = self.dir.join(format!("{id}.eml"));
-        let tmp = self.dir.join(format!(".{id}.eml.tmp"));
-        copy_body(msg, &tmp, None)?;
-        fs::rename(&tmp, &eml)?;
+        let eml_tmp = self.dir.join(format!(".{id}.eml.tmp"));
+        copy_body(msg, &eml_tmp, None)?;
         let env = msg.envelope();
         let json_path = self.dir.join(format!("{id}.json"));
         // A later attempt for other recipients adds to the list.
@@ -80,6 +80,8 @@ impl LocalSink {
         f.write_all(&serde_json::to_vec_pretty(&sidecar).map_err(io::Error::other)?)?;
         f.sync_data()?;
         fs::rename(&tmp, &json_path)?;
+        // The `.eml` appears last: whoever sees it finds its sidecar already in place.
+        fs::rename(&eml_tmp, &eml)?;
         File::open(&self.dir)?.sync_all()?;
         Ok(eml)
     }
