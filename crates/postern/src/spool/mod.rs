@@ -1031,8 +1031,8 @@ fn open_blocking(cfg: &SpoolConfig) -> Result<(Spool, Recovered), SpoolError> {
         remove_if_exists(&orphan);
         changed = true;
     }
-    // The pool hands out the lowest numbers last, so the highest are reused first and the
-    // surplus beyond FREE_FILES is deleted.
+    // Keep the lowest-numbered FREE_FILES free slots (the pool hands out its last entry
+    // first) and delete the rest: they hold no committed message.
     pool.free.sort_by_key(|f| f.n);
     if pool.free.len() > FREE_FILES {
         let surplus = pool.free.split_off(FREE_FILES);
