@@ -10,7 +10,7 @@ use nom::character::complete::char;
 use nom::multi::separated_list1;
 
 use crate::error::{DecodeError, InvalidKind};
-use crate::grammar::{ATEXT, CLASS, Cx, LDH, PResult, fail, reason};
+use crate::grammar::{ALNUM, ATEXT, CLASS, Cx, LDH, PResult, fail, reason};
 use crate::line::ParseOptions;
 
 /// Longest local part in strict mode (RFC 5321 §4.5.3.1.1).
@@ -158,6 +158,14 @@ impl<'a> Mailbox<'a> {
             }
             Ok(_) => Err(bad("trailing characters after mailbox")),
             Err(e) => Err(bad(reason(e))),
+        }
+    }
+
+    /// A mailbox from parts already validated by a parser of this crate.
+    pub(crate) fn from_parts(local_part: &'a str, domain: &'a str) -> Self {
+        Self {
+            local_part: Cow::Borrowed(local_part),
+            domain: Domain::Name(Cow::Borrowed(domain)),
         }
     }
 
@@ -343,7 +351,9 @@ pub(crate) fn domain(i: &str, cx: Cx) -> PResult<'_, Domain<'_>> {
     let mut prev = b'.';
     while end < bytes.len() {
         let b = bytes[end];
-        if b == b'.' {
+        if CLASS[usize::from(b)] & ALNUM != 0 {
+            // The common case first: inside a label.
+        } else if b == b'.' {
             if end == label_start {
                 return fail("empty domain label");
             }

@@ -6,8 +6,10 @@ use std::fmt;
 use crate::address::{Domain, Path, PathKind, domain, path};
 use crate::error::{DecodeError, InvalidKind};
 use crate::grammar::{CLASS, CTL, Cx, reason};
-use crate::line::{ParseOptions, read_line};
+use crate::line::{ParseOptions, read_line, read_plain_line};
 use crate::xtext;
+
+mod fast;
 
 /// One SMTP command, borrowing from the input buffer.
 ///
@@ -486,6 +488,38 @@ impl<'a> Command<'a> {
     /// 512, by default). Verbs are case-insensitive. See [`DecodeError`] for how to resume
     /// after an error, and [`DecodeError::reply`] for what to answer.
     pub fn decode(input: &'a [u8], opts: &ParseOptions) -> Result<(Self, usize), DecodeError> {
+        // `MAIL FROM:<user@domain> SIZE=n` and friends skip the general grammar; the fast path
+        // gives every other line to `decode_general` (see `fast`).
+        fast::decode(input, opts)
+    }
+
+    /// [`Command::decode`] for the lines its fast path declines. A CRLF line without control
+    /// characters is framed in one pass; anything else (tabs, bare CR, no line ending yet...)
+    /// takes the reference path from the start.
+    #[inline(never)]
+    fn decode_general(input: &'a [u8], opts: &ParseOptions) -> Result<(Self, usize), DecodeError> {
+        let Some((line, consumed)) = read_plain_line(input, opts.max_line, opts.lenient) else {
+            return Self::decode_reference(input, opts);
+        };
+        if let Some(cmd) = bare_verb(line, opts.lenient) {
+            return Ok((cmd, consumed));
+        }
+        let line = std::str::from_utf8(line).map_err(|_| DecodeError::Invalid {
+            consumed,
+            kind: InvalidKind::Syntax("command line is not UTF-8"),
+        })?;
+        parse_line(line, opts)
+            .map(|c| (c, consumed))
+            .map_err(|kind| DecodeError::Invalid { consumed, kind })
+    }
+
+    /// [`Command::decode`] without its fast paths: the line framing, UTF-8 and control
+    /// character checks, then the general grammar. The fast paths must agree with it on every
+    /// input; the property tests and the fuzz target check that they do.
+    pub(crate) fn decode_reference(
+        input: &'a [u8],
+        opts: &ParseOptions,
+    ) -> Result<(Self, usize), DecodeError> {
         let (line, consumed) = read_line(input, opts.max_line, opts.lenient)?;
         let invalid = |kind| DecodeError::Invalid { consumed, kind };
         let line = std::str::from_utf8(line)
@@ -618,6 +652,30 @@ const V_EXPN: u32 = u32::from_be_bytes(*b"EXPN");
 const V_HELP: u32 = u32::from_be_bytes(*b"HELP");
 const V_NOOP: u32 = u32::from_be_bytes(*b"NOOP");
 const V_AUTH: u32 = u32::from_be_bytes(*b"AUTH");
+
+/// `DATA`, `RSET`, `QUIT`, `NOOP`, `HELP` or `STARTTLS` alone on its line, exactly as
+/// `parse_line` reads it, without a UTF-8 pass: `None` for any other line.
+fn bare_verb(line: &[u8], lenient: bool) -> Option<Command<'static>> {
+    let mut line = line;
+    // `parse_line` trims trailing blanks in lenient mode.
+    while let [rest @ .., b' ' | b'\t'] = line
+        && lenient
+    {
+        line = rest;
+    }
+    match *line {
+        [a, b, c, d] => match u32::from_be_bytes([a, b, c, d]) & !0x2020_2020 {
+            V_DATA => Some(Command::Data),
+            V_RSET => Some(Command::Rset),
+            V_QUIT => Some(Command::Quit),
+            V_NOOP => Some(Command::Noop { text: None }),
+            V_HELP => Some(Command::Help { topic: None }),
+            _ => None,
+        },
+        _ if line.eq_ignore_ascii_case(b"STARTTLS") => Some(Command::StartTls),
+        _ => None,
+    }
+}
 
 /// Whether `b` holds an ASCII control character (branch-free per 16-byte block).
 fn has_control(b: &[u8]) -> bool {

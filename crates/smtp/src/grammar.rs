@@ -57,6 +57,8 @@ pub(crate) const ATEXT: u8 = 1;
 pub(crate) const LDH: u8 = 2;
 /// ASCII controls (0x00-0x1f, 0x7f).
 pub(crate) const CTL: u8 = 4;
+/// Letters, digits and non-ASCII bytes: the inside of a domain label, the common case.
+pub(crate) const ALNUM: u8 = 8;
 
 pub(crate) static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
@@ -65,7 +67,7 @@ pub(crate) static CLASS: [u8; 256] = {
         let b = i as u8;
         let mut c = 0;
         if b.is_ascii_alphanumeric() || b >= 0x80 {
-            c |= ATEXT | LDH;
+            c |= ATEXT | LDH | ALNUM;
         }
         if b == b'-' {
             c |= LDH;

@@ -55,7 +55,8 @@
 //!
 //! # Features
 //!
-//! None: the crate has no optional features.
+//! None for users: the crate has no optional features. (`__fuzz` is internal: it exposes the
+//! reference command decoder to the fuzz targets and is not a public API.)
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -86,3 +87,18 @@ pub use line::{MAX_LINE_LENGTH, MAX_REPLY_LENGTH, ParseOptions, decode_line, ski
 pub use reply::Reply;
 pub use server::{Action, ServerConfig, ServerSession, ServerState, replies};
 pub use status::{Category, EnhancedCode, ReplyCode, Severity, StatusClass};
+
+/// Internals for the fuzz targets (feature `__fuzz`); not a public API, no stability promise.
+#[cfg(feature = "__fuzz")]
+#[doc(hidden)]
+pub mod __fuzz {
+    use crate::{Command, DecodeError, ParseOptions};
+
+    /// [`Command::decode`] without its fast paths: the reference it must agree with.
+    pub fn decode_command_reference<'a>(
+        input: &'a [u8],
+        opts: &ParseOptions,
+    ) -> Result<(Command<'a>, usize), DecodeError> {
+        Command::decode_reference(input, opts)
+    }
+}

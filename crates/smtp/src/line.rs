@@ -121,6 +121,46 @@ pub(crate) fn read_line(
     Ok((line, consumed))
 }
 
+/// The common case of [`read_line`], in one pass over the bytes: the first ASCII control
+/// character (0x00-0x1f or 0x7f) within `max` octets is the CR of a CRLF, or a bare LF when
+/// `lenient`.
+///
+/// Returns the line without its terminator, which then holds no control character at all, and
+/// the bytes used: exactly what [`read_line`] returns for such input. `None` means any other
+/// case (a tab, a lone CR, no line ending yet...): ask [`read_line`].
+pub(crate) fn read_plain_line(input: &[u8], max: usize, lenient: bool) -> Option<(&[u8], usize)> {
+    let window = &input[..input.len().min(max)];
+    let at = first_control(window)?;
+    match window[at] {
+        b'\r' if window.get(at + 1) == Some(&b'\n') => Some((&window[..at], at + 2)),
+        b'\n' if lenient => Some((&window[..at], at + 1)),
+        _ => None,
+    }
+}
+
+/// The index of the first byte below 0x20 or equal to 0x7f, eight bytes per step.
+fn first_control(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let (words, tail) = bytes.as_chunks::<8>();
+    for (n, word) in words.iter().enumerate() {
+        let w = u64::from_le_bytes(*word);
+        // "Has a byte less than 0x20" and "has a zero byte" (on w ^ 0x7f7f..), the classic
+        // bit tricks: the lowest flagged byte is always a true match, since borrows only run
+        // upwards from one, and bytes of 0x80 and above are never flagged.
+        let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+        let del = w ^ (ONES * 0x7f);
+        let is_del = del.wrapping_sub(ONES) & !del & HIGH;
+        let flags = below_space | is_del;
+        if flags != 0 {
+            return Some(n * 8 + (flags.trailing_zeros() / 8) as usize);
+        }
+    }
+    tail.iter()
+        .position(|&b| b < 0x20 || b == 0x7f)
+        .map(|p| words.len() * 8 + p)
+}
+
 /// Reads one CRLF-terminated line (LF alone too when `opts.lenient`), at most `opts.max_line`
 /// octets, and returns it without its terminator together with the bytes used.
 ///
@@ -155,6 +195,7 @@ pub fn skip_line(input: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn framing() {
@@ -179,6 +220,55 @@ mod tests {
     }
 
     #[test]
+    fn plain_line_examples() {
+        for (input, lenient) in [
+            (&b"NOOP\r\n"[..], false),
+            (b"MAIL FROM:<a@b.c> SIZE=1\r\nRCPT", false),
+            (b"NOOP\n", true),
+            (b"\n", true),
+            (b"\r\n", false),
+            (b"0123456789abcdef01234\x7f\r\n", false),
+        ] {
+            let plain = read_plain_line(input, 512, lenient);
+            let expected = match input {
+                b"0123456789abcdef01234\x7f\r\n" => None,
+                _ => read_line(input, 512, lenient).ok(),
+            };
+            assert_eq!(plain, expected, "{input:?}");
+        }
+        for input in [
+            &b"NOOP\n"[..],
+            b"NO\tOP\r\n",
+            b"NOOP\r",
+            b"NOOP",
+            b"NO\rOP\r\n",
+            b"0123456789abcdef\x00\r\n",
+        ] {
+            assert_eq!(read_plain_line(input, 512, false), None, "{input:?}");
+        }
+        // The limit counts the CRLF, as in read_line.
+        assert_eq!(read_plain_line(b"NOOP\r\n", 6, false).map(|r| r.1), Some(6));
+        assert_eq!(read_plain_line(b"NOOP\r\n", 5, false), None);
+    }
+
+    #[test]
+    fn first_control_finds_the_first() {
+        let mut line = vec![b'a'; 40];
+        assert_eq!(first_control(&line), None);
+        line.extend_from_slice(&[0xc3, 0xa9, 0xff, 0x80]);
+        assert_eq!(first_control(&line), None);
+        for at in 0..line.len() {
+            for c in [0u8, b'\t', b'\r', b'\n', 0x1f, 0x7f] {
+                let mut l = line.clone();
+                l[at] = c;
+                // A later control byte (and borrows above it) must not change the answer.
+                l.push(0x01);
+                assert_eq!(first_control(&l), Some(at), "{at} {c}");
+            }
+        }
+    }
+
+    #[test]
     fn limits_include_crlf() {
         let mut line = vec![b'a'; 510];
         line.extend_from_slice(b"\r\n");
@@ -193,5 +283,24 @@ mod tests {
             read_line(&long[..400], 512, false),
             Err(DecodeError::Incomplete)
         );
+    }
+
+    proptest! {
+        /// Whenever the one-pass framing answers, `read_line` answers the same, with a line
+        /// free of control characters.
+        #[test]
+        fn plain_line_agrees_with_read_line(
+            bytes in prop::collection::vec(
+                prop_oneof![4 => b' '..=b'~', 1 => Just(b'\r'), 1 => Just(b'\n'), 1 => any::<u8>()],
+                0..40,
+            ),
+            max in 0..48usize,
+            lenient in any::<bool>(),
+        ) {
+            if let Some((line, used)) = read_plain_line(&bytes, max, lenient) {
+                prop_assert_eq!(read_line(&bytes, max, lenient), Ok((line, used)));
+                prop_assert!(!line.iter().any(|&b| b < 0x20 || b == 0x7f));
+            }
+        }
     }
 }

@@ -18,21 +18,25 @@ fn is_xchar(b: u8) -> bool {
 /// Whether `s` is valid xtext (`xchar` or `+HH` with upper-case hex). Non-ASCII octets are
 /// allowed, as RFC 6533 `utf-8-addr-xtext` does.
 pub fn is_valid(s: &str) -> bool {
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => {
-                if !(b.len() > i + 2 && is_hex(b[i + 1]) && is_hex(b[i + 2])) {
-                    return false;
-                }
-                i += 3;
-            }
-            c if is_xchar(c) || c >= 0x80 => i += 1,
+    is_valid_bytes(s.as_bytes())
+}
+
+/// [`is_valid`] on bytes.
+pub(crate) fn is_valid_bytes(b: &[u8]) -> bool {
+    let mut rest = b;
+    loop {
+        // A run of plain characters (`is_xchar(c) || c >= 0x80`, in fewer steps), then `+HH`
+        // or the end.
+        let plain = rest
+            .iter()
+            .position(|&c| c <= b' ' || c == 0x7f || c == b'+' || c == b'=')
+            .unwrap_or(rest.len());
+        match &rest[plain..] {
+            [] => return true,
+            [b'+', h, l, tail @ ..] if is_hex(*h) && is_hex(*l) => rest = tail,
             _ => return false,
         }
     }
-    true
 }
 
 fn is_hex(b: u8) -> bool {
@@ -94,7 +98,30 @@ mod tests {
         assert_eq!(decode("Bob+2BJones").unwrap(), "Bob+Jones");
     }
 
+    /// `is_valid` as RFC 3461 words it, one octet at a time.
+    fn is_valid_simple(b: &[u8]) -> bool {
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' if b.len() > i + 2 && is_hex(b[i + 1]) && is_hex(b[i + 2]) => i += 3,
+                c if c != b'+' && (is_xchar(c) || c >= 0x80) => i += 1,
+                _ => return false,
+            }
+        }
+        true
+    }
+
     proptest! {
+        #[test]
+        fn is_valid_bytes_agrees(
+            b in prop::collection::vec(
+                prop_oneof![Just(b'+'), Just(b'='), Just(b'A'), Just(b'f'), any::<u8>()],
+                0..12,
+            ),
+        ) {
+            prop_assert_eq!(is_valid_bytes(&b), is_valid_simple(&b));
+        }
+
         #[test]
         fn round_trip(s in ".{0,40}") {
             let e = encode(&s);
