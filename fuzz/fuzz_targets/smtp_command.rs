@@ -1,9 +1,11 @@
 //! `postern_smtp::Command::decode` on arbitrary bytes, strict and lenient: no panic, the
-//! consumed count stays in bounds, and every decoded command formats to a line that decodes
+//! consumed count stays in bounds, the answer is exactly the reference decoder's (no fast
+//! path, `postern_smtp::__fuzz`), and every decoded command formats to a line that decodes
 //! back to the same command (format -> parse identity).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use postern_smtp::__fuzz::decode_command_reference;
 use postern_smtp::{Command, DecodeError, ParseOptions};
 
 fuzz_target!(|data: &[u8]| {
@@ -12,7 +14,15 @@ fuzz_target!(|data: &[u8]| {
         let mut at = 0;
         // Decode a whole pipelined batch, as a server would.
         while at < data.len() {
-            match Command::decode(&data[at..], &opts) {
+            let decoded = Command::decode(&data[at..], &opts);
+            let reference = decode_command_reference(&data[at..], &opts);
+            assert_eq!(
+                decoded,
+                reference,
+                "{:?}",
+                String::from_utf8_lossy(&data[at..])
+            );
+            match decoded {
                 Ok((cmd, used)) => {
                     assert!(used > 0 && used <= data.len() - at);
                     let wire = cmd.to_string();
