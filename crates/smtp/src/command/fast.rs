@@ -233,20 +233,24 @@ fn mail<'a>(b: &'a [u8], mut i: usize, opts: &ParseOptions, general: General) ->
         // (declined here); an unknown keyword is declined too.
         match (key, value) {
             (&[k0, k1, k2, k3], Some(digits)) if upper4([k0, k1, k2, k3]) == SIZE => {
-                if size.is_some() || digits.len() > 20 || !digits.iter().all(u8::is_ascii_digit) {
+                if size.is_some() || digits.len() > 20 {
                     decline!();
                 }
-                let digit = |d: &u8| u64::from(d - b'0');
-                // Up to 19 digits fit a u64; 20 may overflow, which `str::parse` refuses.
-                size = Some(if digits.len() < 20 {
-                    digits.iter().fold(0, |n, d| n * 10 + digit(d))
-                } else {
-                    some!(
-                        digits
-                            .iter()
-                            .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(digit(d)))
-                    )
-                });
+                // Digits only, into a u64: up to 19 digits always fit, 20 may overflow (which
+                // `str::parse` refuses).
+                let mut n: u64 = 0;
+                for &d in digits {
+                    let d = d.wrapping_sub(b'0');
+                    if d > 9 {
+                        decline!();
+                    }
+                    n = if digits.len() < 20 {
+                        n * 10 + u64::from(d)
+                    } else {
+                        some!(n.checked_mul(10).and_then(|n| n.checked_add(u64::from(d))))
+                    };
+                }
+                size = Some(n);
             }
             (&[k0, k1, k2, k3], Some(v)) if upper4([k0, k1, k2, k3]) == BODY => {
                 if body.is_some() {
