@@ -27,16 +27,13 @@ fn commands(c: &mut Criterion) {
         ("data", &b"DATA\r\n"[..]),
     ] {
         g.throughput(Throughput::Elements(1));
-        g.bench_function(name, |b| {
-            b.iter(|| Command::decode(black_box(line), &opts).map(|(c, n)| (black_box(c), n)))
-        });
+        // `iter` black-boxes the whole result; moving the command out into a second
+        // `black_box` would add a copy of the 176-byte `Result` to each parse.
+        g.bench_function(name, |b| b.iter(|| Command::decode(black_box(line), &opts)));
     }
     let lenient = ParseOptions::default().lenient(true);
     g.bench_function("mail_from_lenient", |b| {
-        b.iter(|| {
-            Command::decode(black_box(b"MAIL FROM: scanner@contoso.com  \n"), &lenient)
-                .map(|(c, n)| (black_box(c), n))
-        })
+        b.iter(|| Command::decode(black_box(b"MAIL FROM: scanner@contoso.com  \n"), &lenient))
     });
     let cmd = Command::decode(b"MAIL FROM:<scanner@contoso.com> SIZE=52311\r\n", &opts)
         .unwrap()
