@@ -1424,6 +1424,21 @@ enum BodyInner {
     File(tokio::io::Take<tokio::fs::File>),
 }
 
+impl BodyReader {
+    /// The bytes not read yet, when the whole message is in memory (a message of at most
+    /// [`SMALL_BODY`] bytes): a caller can then use them in place instead of copying them
+    /// out through [`tokio::io::AsyncRead`].
+    pub fn remaining_in_memory(&self) -> Option<&[u8]> {
+        match &self.0 {
+            BodyInner::Memory(c) => {
+                let start = usize::try_from(c.position()).unwrap_or(usize::MAX);
+                Some(c.get_ref().get(start..).unwrap_or_default())
+            }
+            BodyInner::File(_) => None,
+        }
+    }
+}
+
 impl tokio::io::AsyncRead for BodyReader {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,

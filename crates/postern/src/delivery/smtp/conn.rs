@@ -184,6 +184,9 @@ pub(crate) struct Conn {
     transcript: Option<Transcript>,
     /// While authenticating: client lines are redacted in the transcript.
     in_auth: bool,
+    /// The dot-stuffed message data being sent, kept across the messages of this connection
+    /// so that a delivery does not allocate (and zero) its buffers every time.
+    pub(crate) data_buf: Vec<u8>,
 }
 
 const READ_CHUNK: usize = 8192;
@@ -221,6 +224,7 @@ impl Conn {
         let mut conn = Self {
             stream: Stream::Plain(tcp),
             buf: Vec::new(),
+            data_buf: Vec::new(),
             session: ClientSession::new(policy),
             host: t.host.clone(),
             addr: t.addr,

@@ -670,9 +670,13 @@ impl SmtpTransport {
         msg: &SpooledMessage,
         p: &Prepared,
     ) -> Result<(), ConnError> {
+        const FLUSH_AT: usize = 64 * 1024;
         let t = conn_timeouts(&self.session);
         let mut enc = postern_smtp::DataEncoder::new();
-        let mut out = Vec::with_capacity(70 * 1024);
+        // The connection's buffer, reused message after message.
+        let mut out = std::mem::take(&mut conn.data_buf);
+        out.clear();
+        out.reserve(FLUSH_AT + FLUSH_AT / 8);
         let mut reader = msg
             .open_body()
             .await
@@ -684,23 +688,36 @@ impl SmtpTransport {
                 .await
                 .map_err(|e| ConnError::Io("reading the message", e))?;
         }
-        let mut chunk = vec![0u8; 64 * 1024];
-        loop {
-            let n = reader
-                .read(&mut chunk)
-                .await
-                .map_err(|e| ConnError::Io("reading the message", e))?;
-            if n == 0 {
-                break;
+        if let Some(body) = reader.remaining_in_memory() {
+            // A small message is already in memory: encode it in place.
+            for piece in body.chunks(FLUSH_AT) {
+                enc.encode(piece, &mut out);
+                if out.len() >= FLUSH_AT {
+                    conn.send(&out, t.data, "message data").await?;
+                    out.clear();
+                }
             }
-            enc.encode(&chunk[..n], &mut out);
-            if out.len() >= 64 * 1024 {
-                conn.send(&out, t.data, "message data").await?;
-                out.clear();
+        } else {
+            let mut chunk = vec![0u8; FLUSH_AT];
+            loop {
+                let n = reader
+                    .read(&mut chunk)
+                    .await
+                    .map_err(|e| ConnError::Io("reading the message", e))?;
+                if n == 0 {
+                    break;
+                }
+                enc.encode(&chunk[..n], &mut out);
+                if out.len() >= FLUSH_AT {
+                    conn.send(&out, t.data, "message data").await?;
+                    out.clear();
+                }
             }
         }
         enc.finish(&mut out);
-        conn.send(&out, t.data, "message data").await
+        let sent = conn.send(&out, t.data, "message data").await;
+        conn.data_buf = out;
+        sent
     }
 
     /// Classifies a refusal (or success) into an outcome; operator-action refusals are
