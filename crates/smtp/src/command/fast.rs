@@ -23,6 +23,7 @@ use std::ops::Range;
 use super::{Body, Command, MailParams, Notify, Orcpt, RcptParams, Ret, V_MAIL, V_RCPT};
 use crate::address::{MAX_DOMAIN, MAX_LOCAL_PART, MAX_PATH, Mailbox, Path};
 use crate::error::DecodeError;
+use crate::grammar;
 use crate::line::ParseOptions;
 use crate::xtext;
 
@@ -53,50 +54,22 @@ macro_rules! fallback {
     };
 }
 
-/// ASCII `atext` (RFC 5321 §4.1.2), without the dot: `address::local_part`'s `ATEXT` minus
-/// non-ASCII.
-const ATOM: u8 = 1;
-/// ASCII letters, digits and `-`: `address::domain`'s `LDH` minus non-ASCII, and the
-/// characters of a parameter keyword (`ParamIter`).
-const LDH: u8 = 2;
+/// ASCII `atext` (RFC 5321 §4.1.2), without the dot: the grammar's `ATEXT` minus non-ASCII.
+const ATOM: u8 = grammar::ATEXT;
+/// ASCII letters, digits and `-`: the grammar's `LDH` minus non-ASCII, and the characters of
+/// a parameter keyword (`ParamIter`).
+const LDH: u8 = grammar::LDH;
 /// A parameter value octet as `ParamIter` accepts it, ASCII only: `!`..=`~` except `=`.
 const VALUE: u8 = 4;
 
+/// The grammar's byte classes restricted to ASCII (the fast path leaves UTF-8 to the grammar),
+/// plus `VALUE`.
 static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut i = 0;
     while i < 128 {
         let b = i as u8;
-        let mut c = 0;
-        if b.is_ascii_alphanumeric() {
-            c |= ATOM | LDH;
-        }
-        if b == b'-' {
-            c |= LDH;
-        }
-        if matches!(
-            b,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'/'
-                | b'='
-                | b'?'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'{'
-                | b'|'
-                | b'}'
-                | b'~'
-        ) {
-            c |= ATOM;
-        }
+        let mut c = grammar::CLASS[i] & (ATOM | LDH);
         if b >= b'!' && b <= b'~' && b != b'=' {
             c |= VALUE;
         }
