@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use support::*;
@@ -115,16 +114,7 @@ async fn one_byte_a_second_is_cut_off_by_the_timeouts() {
 
 /// Everything this test binary logs at WARN and above, from every thread.
 fn logs() -> &'static LogBuffer {
-    static LOGS: OnceLock<LogBuffer> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = LogBuffer::default();
-        tracing_subscriber::fmt()
-            .with_writer(buf.clone())
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .init();
-        buf
-    })
+    LogBuffer::global(tracing::Level::WARN)
 }
 
 /// Sends `byte` once a second until the relay answers (or `give_up` runs out); then the

@@ -7,7 +7,6 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use postern_testkit::fault::Fault;
@@ -18,16 +17,7 @@ const WRONG_DEVICE_PASSWORD: &str = "Wr0ng-Dev1ce-Pa55word-never-logged";
 
 /// Everything this test binary logs, at every level, from every thread.
 fn logs() -> &'static LogBuffer {
-    static LOGS: OnceLock<LogBuffer> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = LogBuffer::default();
-        tracing_subscriber::fmt()
-            .with_writer(buf.clone())
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .init();
-        buf
-    })
+    LogBuffer::global(tracing::Level::TRACE)
 }
 
 fn b64(raw: &[u8]) -> String {

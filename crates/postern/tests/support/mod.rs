@@ -529,6 +529,21 @@ impl Drop for Tmpfs {
 pub struct LogBuffer(pub Arc<Mutex<Vec<u8>>>);
 
 impl LogBuffer {
+    /// Everything this test binary logs at `level` and above, from every thread: the first
+    /// call installs the global subscriber, later calls return the same buffer.
+    pub fn global(level: tracing::Level) -> &'static Self {
+        static LOGS: std::sync::OnceLock<LogBuffer> = std::sync::OnceLock::new();
+        LOGS.get_or_init(|| {
+            let buf = Self::default();
+            tracing_subscriber::fmt()
+                .with_writer(buf.clone())
+                .with_max_level(level)
+                .with_ansi(false)
+                .init();
+            buf
+        })
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
