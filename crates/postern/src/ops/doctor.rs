@@ -332,7 +332,7 @@ async fn check_identities(
                         format!(
                             "token obtained (scope {}{what}), valid until {}",
                             source.scope(),
-                            format_time(token.expires_at)
+                            super::format_time(token.expires_at)
                         ),
                         remedy,
                     )?;
@@ -400,21 +400,6 @@ fn judge_token(token: &str, scope: &str, delegated: bool) -> (Status, String, Op
         }
         (Status::Pass, format!(", roles {}", roles.join(" ")), None)
     }
-}
-
-fn format_time(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(0))
-        .ok()
-        .and_then(|d| {
-            d.format(time::macros::format_description!(
-                "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
-            ))
-            .ok()
-        })
-        .unwrap_or_else(|| format!("{secs} (Unix time)"))
 }
 
 /// The remedy for a failed session step.

@@ -89,21 +89,6 @@ fn resolve<'a>(
     Ok((name.as_str(), ident, user))
 }
 
-fn format_time(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(0))
-        .ok()
-        .and_then(|d| {
-            d.format(time::macros::format_description!(
-                "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
-            ))
-            .ok()
-        })
-        .unwrap_or_else(|| format!("{secs} (Unix time)"))
-}
-
 /// Waits for `fut`, ticking a progress line on `progress` every `tick`.
 async fn with_progress<T>(
     fut: impl Future<Output = T>,
@@ -237,7 +222,7 @@ pub async fn login(
     writeln!(
         out,
         "  access token valid until {} (renewed automatically)",
-        format_time(expires)
+        super::format_time(expires)
     )?;
     if let Some(s) = &token.scope {
         writeln!(out, "  granted scopes: {s}")?;

@@ -15,6 +15,7 @@ pub mod login;
 pub mod queue;
 pub mod send;
 use std::net::SocketAddr;
+use std::time::SystemTime;
 
 use crate::config::ConfigError;
 use crate::spool::SpoolError;
@@ -49,4 +50,20 @@ pub enum OpsError {
     /// The report could not be written.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+}
+
+/// A point in time for an operator: `2026-11-22 18:42:00 UTC`.
+pub(crate) fn format_time(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(0))
+        .ok()
+        .and_then(|d| {
+            d.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| format!("{secs} (Unix time)"))
 }
