@@ -39,13 +39,46 @@ pub enum Domain<'a> {
     Ipv4(Ipv4Addr),
     /// `[IPv6:2001:db8::1]`.
     Ipv6(Ipv6Addr),
-    /// A general address literal `[tag:content]` (RFC 5321 §4.1.3).
-    General {
-        /// The standardized tag.
-        tag: Cow<'a, str>,
-        /// The literal's content.
-        content: Cow<'a, str>,
-    },
+    /// A general address literal `[tag:content]` (RFC 5321 §4.1.3). Boxed: it is rare, and
+    /// inline its two strings would double the size of every domain, mailbox and command.
+    General(Box<GeneralLiteral<'a>>),
+}
+
+/// The general address literal `[tag:content]` of RFC 5321 §4.1.3, the form of
+/// [`Domain::General`].
+///
+/// ```
+/// use postern_smtp::{Domain, GeneralLiteral, ParseOptions};
+///
+/// let d = Domain::parse("[x-test:abc]", &ParseOptions::default()).unwrap();
+/// assert_eq!(d, Domain::General(Box::new(GeneralLiteral::new("x-test", "abc"))));
+/// assert_eq!(d.to_string(), "[x-test:abc]");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct GeneralLiteral<'a> {
+    /// The standardized tag.
+    pub tag: Cow<'a, str>,
+    /// The literal's content.
+    pub content: Cow<'a, str>,
+}
+
+impl<'a> GeneralLiteral<'a> {
+    /// A literal from its tag and content, as sent (not checked against the grammar).
+    pub fn new(tag: impl Into<Cow<'a, str>>, content: impl Into<Cow<'a, str>>) -> Self {
+        Self {
+            tag: tag.into(),
+            content: content.into(),
+        }
+    }
+
+    /// Detaches the literal from the input buffer.
+    pub fn into_owned(self) -> GeneralLiteral<'static> {
+        GeneralLiteral {
+            tag: Cow::Owned(self.tag.into_owned()),
+            content: Cow::Owned(self.content.into_owned()),
+        }
+    }
 }
 
 impl<'a> Domain<'a> {
@@ -77,7 +110,7 @@ impl<'a> Domain<'a> {
     pub fn is_ascii(&self) -> bool {
         match self {
             Self::Name(n) => n.is_ascii(),
-            Self::General { tag, content } => tag.is_ascii() && content.is_ascii(),
+            Self::General(g) => g.tag.is_ascii() && g.content.is_ascii(),
             Self::Ipv4(_) | Self::Ipv6(_) => true,
         }
     }
@@ -96,10 +129,7 @@ impl<'a> Domain<'a> {
             Self::Name(n) => Domain::Name(Cow::Owned(n.into_owned())),
             Self::Ipv4(a) => Domain::Ipv4(a),
             Self::Ipv6(a) => Domain::Ipv6(a),
-            Self::General { tag, content } => Domain::General {
-                tag: Cow::Owned(tag.into_owned()),
-                content: Cow::Owned(content.into_owned()),
-            },
+            Self::General(g) => Domain::General(Box::new(g.into_owned())),
         }
     }
 }
@@ -110,7 +140,7 @@ impl fmt::Display for Domain<'_> {
             Self::Name(n) => f.write_str(n),
             Self::Ipv4(a) => write!(f, "[{a}]"),
             Self::Ipv6(a) => write!(f, "[IPv6:{a}]"),
-            Self::General { tag, content } => write!(f, "[{tag}:{content}]"),
+            Self::General(g) => write!(f, "[{}:{}]", g.tag, g.content),
         }
     }
 }
@@ -413,10 +443,7 @@ fn address_literal(i: &str) -> PResult<'_, Domain<'_>> {
         {
             Ok((
                 rest,
-                Domain::General {
-                    tag: Cow::Borrowed(tag),
-                    content: Cow::Borrowed(content),
-                },
+                Domain::General(Box::new(GeneralLiteral::new(tag, content))),
             ))
         }
         _ => fail("bad address literal"),

@@ -277,7 +277,30 @@ impl fmt::Display for Param<'_> {
 }
 
 /// MAIL FROM parameters.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// The everyday ones are fields; `ENVID`, `AUTH` and parameters this crate does not know are
+/// rare, so they live out of line behind accessors, which keeps every [`Command`] small.
+///
+/// ```
+/// use std::borrow::Cow;
+/// use postern_smtp::{Command, MailParams, Param, ParseOptions, Path};
+///
+/// let mut params = MailParams::default();
+/// params.size = Some(52311);
+/// params.set_envid(Some(Cow::Borrowed("QQ314159")));
+/// params.push_other(Param::new("X-TRACE", Some(Cow::Borrowed("7"))));
+/// let cmd = Command::Mail { from: Path::Null, params };
+/// assert_eq!(cmd.to_string(), "MAIL FROM:<> SIZE=52311 ENVID=QQ314159 X-TRACE=7\r\n");
+///
+/// let wire = cmd.to_string();
+/// let (back, _) = Command::decode(wire.as_bytes(), &ParseOptions::default()).unwrap();
+/// let Command::Mail { params, .. } = &back else { panic!() };
+/// assert_eq!(params.envid(), Some("QQ314159"));
+/// assert_eq!(params.auth(), None);
+/// assert_eq!(params.other()[0].keyword, "X-TRACE");
+/// assert_eq!(back, cmd);
+/// ```
+#[derive(Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct MailParams<'a> {
     /// `SIZE=n` (RFC 1870).
@@ -288,15 +311,60 @@ pub struct MailParams<'a> {
     pub smtputf8: bool,
     /// `RET=` (RFC 3461).
     pub ret: Option<Ret>,
-    /// `ENVID=`, still xtext-encoded (RFC 3461).
-    pub envid: Option<Cow<'a, str>>,
-    /// `AUTH=`, the xtext-encoded authorized sender or `<>` (RFC 4954 §5).
-    pub auth: Option<Cow<'a, str>>,
-    /// Every other parameter, in order.
-    pub other: Vec<Param<'a>>,
+    /// `ENVID`, `AUTH` and the others; `None` when all three are absent, so that the derived
+    /// equality holds.
+    rare: Option<Box<RareMailParams<'a>>>,
 }
 
-impl MailParams<'_> {
+/// The parameters of [`MailParams`] kept out of line.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct RareMailParams<'a> {
+    envid: Option<Cow<'a, str>>,
+    auth: Option<Cow<'a, str>>,
+    other: Vec<Param<'a>>,
+}
+
+impl<'a> MailParams<'a> {
+    /// `ENVID=`, still xtext-encoded (RFC 3461).
+    pub fn envid(&self) -> Option<&str> {
+        self.rare.as_ref()?.envid.as_deref()
+    }
+
+    /// Sets or clears `ENVID=`; the value is sent as is, so it must be xtext already
+    /// ([`xtext::encode`]).
+    pub fn set_envid(&mut self, envid: Option<Cow<'a, str>>) {
+        self.update_rare(|r| r.envid = envid);
+    }
+
+    /// `AUTH=`, the xtext-encoded authorized sender or `<>` (RFC 4954 §5).
+    pub fn auth(&self) -> Option<&str> {
+        self.rare.as_ref()?.auth.as_deref()
+    }
+
+    /// Sets or clears `AUTH=` (xtext or `<>`, sent as is).
+    pub fn set_auth(&mut self, auth: Option<Cow<'a, str>>) {
+        self.update_rare(|r| r.auth = auth);
+    }
+
+    /// Every other parameter, in order.
+    pub fn other(&self) -> &[Param<'a>] {
+        self.rare.as_ref().map_or(&[], |r| &r.other)
+    }
+
+    /// Appends a parameter this crate does not interpret.
+    pub fn push_other(&mut self, param: Param<'a>) {
+        self.update_rare(|r| r.other.push(param));
+    }
+
+    /// Changes the out-of-line parameters, and drops their box when none is left.
+    fn update_rare(&mut self, f: impl FnOnce(&mut RareMailParams<'a>)) {
+        let mut rare = self.rare.take().unwrap_or_default();
+        f(&mut rare);
+        if *rare != RareMailParams::default() {
+            self.rare = Some(rare);
+        }
+    }
+
     /// Detaches the parameters from the input buffer.
     pub fn into_owned(self) -> MailParams<'static> {
         MailParams {
@@ -304,15 +372,33 @@ impl MailParams<'_> {
             body: self.body,
             smtputf8: self.smtputf8,
             ret: self.ret,
-            envid: self.envid.map(|v| Cow::Owned(v.into_owned())),
-            auth: self.auth.map(|v| Cow::Owned(v.into_owned())),
-            other: self.other.into_iter().map(Param::into_owned).collect(),
+            rare: self.rare.map(|r| {
+                Box::new(RareMailParams {
+                    envid: r.envid.map(|v| Cow::Owned(v.into_owned())),
+                    auth: r.auth.map(|v| Cow::Owned(v.into_owned())),
+                    other: r.other.into_iter().map(Param::into_owned).collect(),
+                })
+            }),
         }
     }
 
     /// Whether any parameter was given (a HELO session may not use any).
     pub fn is_empty(&self) -> bool {
         *self == MailParams::default()
+    }
+}
+
+impl fmt::Debug for MailParams<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MailParams")
+            .field("size", &self.size)
+            .field("body", &self.body)
+            .field("smtputf8", &self.smtputf8)
+            .field("ret", &self.ret)
+            .field("envid", &self.envid())
+            .field("auth", &self.auth())
+            .field("other", &self.other())
+            .finish()
     }
 }
 
@@ -331,44 +417,79 @@ impl fmt::Display for MailParams<'_> {
         if let Some(r) = self.ret {
             write!(f, " RET={}", r.as_str())?;
         }
-        if let Some(e) = &self.envid {
+        if let Some(e) = self.envid() {
             write!(f, " ENVID={e}")?;
         }
-        if let Some(a) = &self.auth {
+        if let Some(a) = self.auth() {
             write!(f, " AUTH={a}")?;
         }
-        for p in &self.other {
+        for p in self.other() {
             write!(f, " {p}")?;
         }
         Ok(())
     }
 }
 
-/// RCPT TO parameters.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// RCPT TO parameters. Parameters this crate does not know are rare, so they live out of
+/// line behind [`RcptParams::other`], which keeps every [`Command`] small.
+///
+/// ```
+/// use postern_smtp::{Command, Notify, Orcpt, ParseOptions};
+///
+/// let line = b"RCPT TO:<a@contoso.com> NOTIFY=FAILURE ORCPT=rfc822;a@contoso.com X-Y=1\r\n";
+/// let (cmd, _) = Command::decode(line, &ParseOptions::default()).unwrap();
+/// let Command::Rcpt { params, .. } = &cmd else { panic!() };
+/// assert_eq!(params.notify, Some(Notify { failure: true, ..Notify::NEVER }));
+/// assert_eq!(params.orcpt, Some(Orcpt::new("rfc822", "a@contoso.com")));
+/// assert_eq!(params.other()[0].to_string(), "X-Y=1");
+/// ```
+#[derive(Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct RcptParams<'a> {
     /// `NOTIFY=` (RFC 3461).
     pub notify: Option<Notify>,
     /// `ORCPT=` (RFC 3461).
     pub orcpt: Option<Orcpt<'a>>,
-    /// Every other parameter, in order.
-    pub other: Vec<Param<'a>>,
+    /// The other parameters; `None` when there are none, so that the derived equality holds.
+    #[allow(clippy::box_collection)] // One word in every command instead of three: it is rare.
+    other: Option<Box<Vec<Param<'a>>>>,
 }
 
-impl RcptParams<'_> {
+impl<'a> RcptParams<'a> {
+    /// Every other parameter, in order.
+    pub fn other(&self) -> &[Param<'a>] {
+        self.other.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    /// Appends a parameter this crate does not interpret.
+    pub fn push_other(&mut self, param: Param<'a>) {
+        self.other.get_or_insert_default().push(param);
+    }
+
     /// Detaches the parameters from the input buffer.
     pub fn into_owned(self) -> RcptParams<'static> {
         RcptParams {
             notify: self.notify,
             orcpt: self.orcpt.map(Orcpt::into_owned),
-            other: self.other.into_iter().map(Param::into_owned).collect(),
+            other: self
+                .other
+                .map(|o| Box::new(o.into_iter().map(Param::into_owned).collect())),
         }
     }
 
     /// Whether no parameter was given.
     pub fn is_empty(&self) -> bool {
         *self == RcptParams::default()
+    }
+}
+
+impl fmt::Debug for RcptParams<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RcptParams")
+            .field("notify", &self.notify)
+            .field("orcpt", &self.orcpt)
+            .field("other", &self.other())
+            .finish()
     }
 }
 
@@ -381,7 +502,7 @@ impl fmt::Display for RcptParams<'_> {
         if let Some(o) = &self.orcpt {
             write!(f, " ORCPT={};{}", o.addr_type, o.addr)?;
         }
-        for p in &self.other {
+        for p in self.other() {
             write!(f, " {p}")?;
         }
         Ok(())
@@ -919,25 +1040,25 @@ fn parse_mail<'a>(
             });
         } else if k.eq_ignore_ascii_case("ENVID") {
             let v = v.ok_or_else(bad)?;
-            if p.envid.is_some() {
+            if p.envid().is_some() {
                 return Err(dup());
             }
             if v.len() > 100 || !xtext::is_valid(v) {
                 return Err(bad());
             }
-            p.envid = Some(Cow::Borrowed(v));
+            p.set_envid(Some(Cow::Borrowed(v)));
         } else if k.eq_ignore_ascii_case("AUTH") {
             let v = v.ok_or_else(bad)?;
-            if p.auth.is_some() {
+            if p.auth().is_some() {
                 return Err(dup());
             }
             if v != "<>" && !xtext::is_valid(v) {
                 return Err(bad());
             }
-            p.auth = Some(Cow::Borrowed(v));
+            p.set_auth(Some(Cow::Borrowed(v)));
         } else {
             check_value(v, opts, k)?;
-            p.other.push(Param {
+            p.push_other(Param {
                 keyword: Cow::Borrowed(k),
                 value: v.map(Cow::Borrowed),
             });
@@ -1016,7 +1137,7 @@ fn parse_rcpt<'a>(
             });
         } else {
             check_value(v, opts, k)?;
-            p.other.push(Param {
+            p.push_other(Param {
                 keyword: Cow::Borrowed(k),
                 value: v.map(Cow::Borrowed),
             });

@@ -73,7 +73,7 @@ mod server;
 mod status;
 pub mod xtext;
 
-pub use address::{Domain, MAX_DOMAIN, MAX_LOCAL_PART, MAX_PATH, Mailbox, Path};
+pub use address::{Domain, GeneralLiteral, MAX_DOMAIN, MAX_LOCAL_PART, MAX_PATH, Mailbox, Path};
 pub use capabilities::Capabilities;
 pub use client::{ClientEvent, ClientSession, TlsPolicy};
 pub use command::{

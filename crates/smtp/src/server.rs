@@ -530,7 +530,7 @@ impl ServerSession {
                     };
                     return Err(replies::unknown_parameter(k));
                 }
-                if let Some(p) = params.other.first() {
+                if let Some(p) = params.other().first() {
                     return Err(replies::unknown_parameter(&p.keyword));
                 }
                 Ok(Action::Rcpt { to, params })
@@ -572,7 +572,7 @@ impl ServerSession {
         if self.helo_only && !params.is_empty() {
             return Err(unknown("(ESMTP parameters need EHLO)"));
         }
-        if let Some(p) = params.other.first() {
+        if let Some(p) = params.other().first() {
             return Err(unknown(&p.keyword));
         }
         if params.size.is_some() && caps.size.is_none() {
@@ -593,10 +593,10 @@ impl ServerSession {
         if params.smtputf8 && !caps.smtputf8 {
             return Err(unknown("SMTPUTF8"));
         }
-        if (params.ret.is_some() || params.envid.is_some()) && !caps.dsn {
+        if (params.ret.is_some() || params.envid().is_some()) && !caps.dsn {
             return Err(unknown(if params.ret.is_some() { "RET" } else { "ENVID" }));
         }
-        if params.auth.is_some() && caps.auth.is_empty() {
+        if params.auth().is_some() && caps.auth.is_empty() {
             return Err(unknown("AUTH"));
         }
         if !from.is_ascii() && !params.smtputf8 {

@@ -917,7 +917,7 @@ where
                     return Flow::Continue;
                 }
             };
-            if let Some(param) = mail.other.first() {
+            if let Some(param) = mail.other().first() {
                 conn.reply(
                     555,
                     "5.5.4",
@@ -948,8 +948,7 @@ where
             // The AUTH= parameter is ignored on purpose (RFC 4954 section 5 lets a
             // server do so): it must never stand in for an authenticated session.
             let envid = mail
-                .envid
-                .as_deref()
+                .envid()
                 .and_then(postern_smtp::xtext::decode)
                 .map(|s| s.into_owned());
             state.transaction = Some(Transaction {
@@ -1002,7 +1001,7 @@ where
                 );
                 return Flow::Continue;
             }
-            if let Some(param) = rcpt.other.first() {
+            if let Some(param) = rcpt.other().first() {
                 conn.reply(
                     555,
                     "5.5.4",

@@ -20,7 +20,9 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use super::{Body, Command, MailParams, Notify, Orcpt, RcptParams, Ret, V_MAIL, V_RCPT};
+use super::{
+    Body, Command, MailParams, Notify, Orcpt, RareMailParams, RcptParams, Ret, V_MAIL, V_RCPT,
+};
 use crate::address::{MAX_DOMAIN, MAX_LOCAL_PART, MAX_PATH, Mailbox, Path};
 use crate::error::DecodeError;
 use crate::grammar;
@@ -277,13 +279,22 @@ fn mail<'a>(b: &'a [u8], mut i: usize, opts: &ParseOptions, general: General) ->
         None => Path::Null,
         Some(m) => some!(m.path(b, used)),
     };
-    let envid = match envid {
-        None => None,
-        Some(r) => Some(Cow::Borrowed(some!(ascii_text(b, r, used)))),
-    };
-    let auth = match auth {
-        None => None,
-        Some(r) => Some(Cow::Borrowed(some!(ascii_text(b, r, used)))),
+    let rare = if envid.is_none() && auth.is_none() {
+        None
+    } else {
+        let envid = match envid {
+            None => None,
+            Some(r) => Some(Cow::Borrowed(some!(ascii_text(b, r, used)))),
+        };
+        let auth = match auth {
+            None => None,
+            Some(r) => Some(Cow::Borrowed(some!(ascii_text(b, r, used)))),
+        };
+        Some(Box::new(RareMailParams {
+            envid,
+            auth,
+            other: Vec::new(),
+        }))
     };
     Ok((
         Command::Mail {
@@ -293,9 +304,7 @@ fn mail<'a>(b: &'a [u8], mut i: usize, opts: &ParseOptions, general: General) ->
                 body,
                 smtputf8,
                 ret,
-                envid,
-                auth,
-                other: Vec::new(),
+                rare,
             },
         },
         used,
@@ -394,7 +403,7 @@ fn rcpt<'a>(b: &'a [u8], mut i: usize, opts: &ParseOptions, general: General) ->
             params: RcptParams {
                 notify,
                 orcpt,
-                other: Vec::new(),
+                other: None,
             },
         },
         used,

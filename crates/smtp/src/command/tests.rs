@@ -182,11 +182,11 @@ fn mail_parameters() {
     assert_eq!(params.size, Some(500_000));
     assert_eq!(params.body, Some(Body::EightBitMime));
     assert_eq!(params.ret, Some(Ret::Headers));
-    assert_eq!(params.envid.as_deref(), Some("QQ314159"));
-    assert_eq!(params.auth.as_deref(), Some("<>"));
+    assert_eq!(params.envid(), Some("QQ314159"));
+    assert_eq!(params.auth(), Some("<>"));
     assert!(params.smtputf8);
     assert_eq!(
-        params.other,
+        params.other(),
         [
             Param::new("X-FOO", Some("bar".into())),
             Param::new("X-FLAG", None)
@@ -446,20 +446,21 @@ fn mail_params() -> impl Strategy<Value = MailParams<'static>> {
         prop::option::of(prop_oneof![Just("<>".to_owned()), xtext_s()]),
         prop::collection::vec(("X-[A-Z0-9]{1,6}", prop::option::of("[!-<>-~]{1,8}")), 0..3),
     )
-        .prop_map(
-            |(size, body, smtputf8, ret, envid, auth, other)| MailParams {
+        .prop_map(|(size, body, smtputf8, ret, envid, auth, other)| {
+            let mut p = MailParams {
                 size,
                 body,
                 smtputf8,
                 ret,
-                envid: envid.map(Cow::Owned),
-                auth: auth.map(Cow::Owned),
-                other: other
-                    .into_iter()
-                    .map(|(k, v)| Param::new(k, v.map(Cow::Owned)))
-                    .collect(),
-            },
-        )
+                ..MailParams::default()
+            };
+            p.set_envid(envid.map(Cow::Owned));
+            p.set_auth(auth.map(Cow::Owned));
+            for (k, v) in other {
+                p.push_other(Param::new(k, v.map(Cow::Owned)));
+            }
+            p
+        })
 }
 
 fn rcpt_params() -> impl Strategy<Value = RcptParams<'static>> {
@@ -468,20 +469,23 @@ fn rcpt_params() -> impl Strategy<Value = RcptParams<'static>> {
         prop::option::of(("rfc822|utf-8", xtext_s())),
         prop::collection::vec(("X-[A-Z0-9]{1,6}", prop::option::of("[!-<>-~]{1,8}")), 0..3),
     )
-        .prop_map(|(notify, orcpt, other)| RcptParams {
-            notify: notify.map(|(success, failure, delay)| Notify {
-                success,
-                failure,
-                delay,
-            }),
-            orcpt: orcpt.map(|(t, a)| Orcpt {
-                addr_type: Cow::Owned(t),
-                addr: Cow::Owned(a),
-            }),
-            other: other
-                .into_iter()
-                .map(|(k, v)| Param::new(k, v.map(Cow::Owned)))
-                .collect(),
+        .prop_map(|(notify, orcpt, other)| {
+            let mut p = RcptParams {
+                notify: notify.map(|(success, failure, delay)| Notify {
+                    success,
+                    failure,
+                    delay,
+                }),
+                orcpt: orcpt.map(|(t, a)| Orcpt {
+                    addr_type: Cow::Owned(t),
+                    addr: Cow::Owned(a),
+                }),
+                ..RcptParams::default()
+            };
+            for (k, v) in other {
+                p.push_other(Param::new(k, v.map(Cow::Owned)));
+            }
+            p
         })
 }
 

@@ -508,10 +508,11 @@ impl SmtpTransport {
                 crate::spool::Ret::Full => Ret::Full,
                 _ => Ret::Headers,
             });
-            params.envid = env
-                .envid
-                .as_deref()
-                .map(|e| postern_smtp::xtext::encode(e).into_owned().into());
+            params.set_envid(
+                env.envid
+                    .as_deref()
+                    .map(|e| postern_smtp::xtext::encode(e).into_owned().into()),
+            );
         }
         let mail = Command::Mail { from, params };
         // Recipients that parse; the rest fail now.
