@@ -458,7 +458,8 @@ fn ascii_text(b: &[u8], r: Range<usize>, known: usize) -> Option<&str> {
         _ => r.clone(),
     };
     let text = std::str::from_utf8(b.get(span.clone())?).ok()?;
-    text.get(r.start - span.start..r.end - span.start)
+    let (_, text) = text.split_at_checked(r.start - span.start)?;
+    Some(text.split_at_checked(r.end - r.start)?.0)
 }
 
 /// Where `mailbox_path` found the local part and the domain.
@@ -475,8 +476,8 @@ impl Found {
     #[inline(always)]
     fn path(self, b: &[u8], known: usize) -> Option<Path<'_>> {
         let mailbox = ascii_text(b, self.local_start..self.domain_end, known)?;
-        let local = mailbox.get(..self.at - self.local_start)?;
-        let domain = mailbox.get(self.at - self.local_start + 1..)?;
+        let (local, domain) = mailbox.split_at_checked(self.at - self.local_start)?;
+        let domain = domain.strip_prefix('@')?;
         Some(Path::Mailbox(Mailbox::from_parts(local, domain)))
     }
 }
