@@ -182,13 +182,12 @@ fn mail<'a>(b: &'a [u8], mut i: usize, opts: &ParseOptions, general: General) ->
     if opts.lenient {
         i = skip_spaces(b, i);
     }
-    // `path`: `<>` is the null reverse-path.
-    let (mailbox, mut i) = match b.get(i..) {
-        Some([b'<', b'>', ..]) => (None, i + 2),
-        _ => {
-            let (m, i) = some!(mailbox_path(b, i, opts));
-            (Some(m), i)
-        }
+    // `path`: a mailbox, or `<>`, the null reverse-path (which `mailbox_path` declines: its
+    // local part would be empty), looked for only then.
+    let (mailbox, mut i) = match mailbox_path(b, i, opts) {
+        Some((m, i)) => (Some(m), i),
+        None if matches!(b.get(i..), Some([b'<', b'>', ..])) => (None, i + 2),
+        None => decline!(),
     };
     let mut size = None;
     let mut body = None;
