@@ -548,3 +548,33 @@ async fn inspect_finds_messages_by_id_among_slots() {
         ]
     );
 }
+
+#[tokio::test]
+async fn open_body_serves_a_small_message_from_memory_and_refuses_a_finished_or_cut_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SpoolConfig::new(dir.path());
+    let (spool, _) = Spool::open(&cfg).await.unwrap();
+    let mut rx = spool.subscribe();
+    let body = b"line of a small message\r\n".repeat(4000);
+    let id = put(&spool, &["a@fabrikam.com"], &body).await;
+    let msg = rx.recv().await.unwrap();
+    let reader = msg.open_body().await.unwrap();
+    assert_eq!(reader.remaining_in_memory(), Some(&body[..]));
+
+    // Cut short behind the spool's back: an error, never a short body.
+    let slot = std::fs::OpenOptions::new()
+        .write(true)
+        .open(msg.path())
+        .unwrap();
+    slot.set_len(std::fs::metadata(msg.path()).unwrap().len() - 10)
+        .unwrap();
+    let err = msg.open_body().await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+
+    // Finished: the slot says free, and the old handle cannot read it.
+    spool.remove(&id).await.unwrap();
+    assert_eq!(
+        msg.open_body().await.unwrap_err().kind(),
+        std::io::ErrorKind::NotFound
+    );
+}

@@ -55,6 +55,17 @@
 //! deleted) and the error says [`SpoolError::is_storage_full`], so the session answers
 //! `452 4.3.1`.
 //!
+//! # Threads
+//!
+//! Whatever waits for the device runs on tokio's blocking pool: a commit and its
+//! `fdatasync`, a state file's flush, a directory fsync, the streaming of a large message.
+//! Calls that only touch the page cache of a hot slot run on the calling task's thread instead:
+//! the free marker of a finished message (one 64-byte `pwrite`), the in-flight note (an
+//! extended attribute), and the reading of a small message for delivery (one read of a slot
+//! written moments ago). Each is a few microseconds of kernel work, less than the two thread
+//! wake-ups of a trip to the blocking pool; with 100 KB messages the four trips per message
+//! were a sixth of the relay's CPU time (`perf`, BENCHMARKS.md).
+//!
 //! # Finishing a message
 //!
 //! When every recipient has a final outcome, [`Spool::remove`] writes the free marker over the
@@ -679,52 +690,28 @@ impl Spool {
     /// Notes (best effort, not fsync'ed) that `rcpts` of `id` are being handed to a route, so
     /// that a crash before [`Spool::save_state`] is logged as a possible duplicate.
     pub async fn mark_in_flight(&self, id: &QueueId, rcpts: &[usize]) {
-        let inner = Arc::clone(&self.inner);
-        let id = id.clone();
         let body = serde_json::to_vec(rcpts).unwrap_or_default();
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Err(e) = inner.note_in_flight(&id, &body) {
-                tracing::warn!(queue_id = %id, error = %e, "cannot note in-flight recipients");
-            }
-        })
-        .await;
+        // An extended attribute or a small unflushed file: page cache only, so on this thread
+        // (see "Threads" in the module documentation).
+        if let Err(e) = self.inner.note_in_flight(id, &body) {
+            tracing::warn!(queue_id = %id, error = %e, "cannot note in-flight recipients");
+        }
     }
 
     /// Removes a finished message: its slot is marked free at once (and reused), the mark made
     /// durable within [`FLUSH_INTERVAL`], its state file deleted after that.
     pub async fn remove(&self, id: &QueueId) -> Result<(), SpoolError> {
         let loc = lock(&self.inner.index).remove(id);
-        let inner = Arc::clone(&self.inner);
-        let id2 = id.clone();
-        let res = tokio::task::spawn_blocking(move || -> Result<(), SpoolError> {
-            let state = inner.file(&id2, "state");
-            if !inner.use_xattr() {
-                remove_if_exists(&inner.file(&id2, "inflight"));
-            }
-            match &loc {
-                Some(Loc::Slot(n)) => inner.retire_slot(*n, state),
-                Some(Loc::Legacy(path)) => {
-                    match fs::remove_file(path) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(SpoolError::io("remove", path, e)),
-                    }
-                    remove_if_exists(&state);
-                    // On this thread: one hop to the blocking pool per message, not two.
-                    inner.dirsync.sync_grouped()
-                }
-                None => {
-                    remove_if_exists(&state);
-                    Ok(())
-                }
-            }
-            .inspect_err(|_| {
-                if let Some(loc) = loc {
-                    lock(&inner.index).insert(id2.clone(), loc);
-                }
-            })
-        })
-        .await?;
+        let res = if let Some(Loc::Slot(_)) = loc {
+            // The free marker is a 64-byte write without a flush: on this thread (see
+            // "Threads" in the module documentation).
+            remove_blocking(&self.inner, id, loc)
+        } else {
+            // A version 1 file's removal waits for a directory fsync.
+            let inner = Arc::clone(&self.inner);
+            let id2 = id.clone();
+            tokio::task::spawn_blocking(move || remove_blocking(&inner, &id2, loc)).await?
+        };
         res?;
         self.inner.metrics.unspooled(id);
         Ok(())
@@ -1402,6 +1389,37 @@ fn commit_blocking(
     Ok((slot.n, body_offset))
 }
 
+/// [`Spool::remove`] of the message `id` at `loc` (already taken out of the index, and put back
+/// if this fails). Blocking.
+fn remove_blocking(inner: &Inner, id: &QueueId, loc: Option<Loc>) -> Result<(), SpoolError> {
+    let state = inner.file(id, "state");
+    if !inner.use_xattr() {
+        remove_if_exists(&inner.file(id, "inflight"));
+    }
+    match &loc {
+        Some(Loc::Slot(n)) => inner.retire_slot(*n, state),
+        Some(Loc::Legacy(path)) => {
+            match fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(SpoolError::io("remove", path, e)),
+            }
+            remove_if_exists(&state);
+            // On this thread: one hop to the blocking pool per message, not two.
+            inner.dirsync.sync_grouped()
+        }
+        None => {
+            remove_if_exists(&state);
+            Ok(())
+        }
+    }
+    .inspect_err(|_| {
+        if let Some(loc) = loc {
+            lock(&inner.index).insert(id.clone(), loc);
+        }
+    })
+}
+
 impl Drop for Incoming {
     fn drop(&mut self) {
         if !self.finished {
@@ -1516,20 +1534,27 @@ impl SpooledMessage {
     }
 
     /// Opens the message bytes for streaming (positioned at the first byte, limited to the
-    /// message length). A message of at most [`SMALL_BODY`] bytes is read whole in the same
-    /// trip to the blocking pool and served from memory, so delivering it costs one hop, not
-    /// one per read; a larger one is streamed from the file.
+    /// message length). A message of at most [`SMALL_BODY`] bytes is read whole, on the
+    /// calling thread, and served from memory; a larger one is streamed from the file through
+    /// the blocking pool.
     pub async fn open_body(&self) -> io::Result<BodyReader> {
+        if self.0.body_len <= SMALL_BODY {
+            // A slot just written or recently read is in the page cache: read on this thread
+            // (see "Threads" in the module documentation).
+            let len = usize::try_from(self.0.body_len).map_err(io::Error::other)?;
+            let mut body = Vec::with_capacity(len);
+            self.open_body_blocking()?.read_to_end(&mut body)?;
+            if body.len() != len {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("message {} is shorter than its header says", self.0.id),
+                ));
+            }
+            return Ok(BodyReader(BodyInner::Memory(io::Cursor::new(body))));
+        }
         let this = self.clone();
-        let small = self.0.body_len <= SMALL_BODY;
         tokio::task::spawn_blocking(move || {
             let mut f = this.0.open()?;
-            if small {
-                let len = usize::try_from(this.0.body_len).map_err(io::Error::other)?;
-                let mut body = vec![0u8; len];
-                f.read_exact_at(&mut body, this.0.body_offset)?;
-                return Ok(BodyReader(BodyInner::Memory(io::Cursor::new(body))));
-            }
             f.seek(SeekFrom::Start(this.0.body_offset))?;
             use tokio::io::AsyncReadExt;
             Ok(BodyReader(BodyInner::File(
