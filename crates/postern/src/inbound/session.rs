@@ -27,7 +27,7 @@ use postern_smtp::{
 /// Bytes read per `read` call at most; the buffer grows only as needed.
 const READ_CHUNK: usize = 4096;
 /// Bytes read per `read` call at most while message data streams in: a 100 KB message in a
-/// few reads (each a timer, a decode and a spool write) rather than 25. Only the bytes a
+/// few reads (each a timer, a decode and a spool write) rather than about 30. Only the bytes a
 /// client actually sends are touched, so a slow client costs no more than before.
 const DATA_READ_CHUNK: usize = 64 * 1024;
 /// Longest AUTH continuation line (RFC 4954 asks for 12288 octets of base64).
