@@ -201,11 +201,17 @@ fn mail<'a>(b: &'a [u8], mut i: usize, opts: &ParseOptions, general: General) ->
         }
         // `SIZE=digits`, the parameter nearly every MAIL carries, read in one pass: the value
         // ends at the first non-digit, which the next round requires to be a space or the
-        // line's end, as `ParamIter` would (neither is a value octet).
-        if let Some(&[b' ', k0, k1, k2, k3, b'=', ..]) = b.get(i..)
+        // line's end, as `ParamIter` would (neither is a value octet). This is the only place
+        // SIZE is read; `param` below never sees it.
+        let mut k = i;
+        if opts.lenient && matches!(b.get(i..), Some([b' ', b' ', ..])) {
+            // `ParamIter` skips empty words in lenient mode: start at the last space.
+            k = skip_spaces(b, i + 1) - 1;
+        }
+        if let Some(&[b' ', k0, k1, k2, k3, b'=', ..]) = b.get(k..)
             && upper4([k0, k1, k2, k3]) == SIZE
         {
-            let v = i + 6;
+            let v = k + 6;
             let mut n: u64 = 0;
             let mut len = 0;
             for &c in b.get(v..).unwrap_or_default() {
@@ -238,26 +244,6 @@ fn mail<'a>(b: &'a [u8], mut i: usize, opts: &ParseOptions, general: General) ->
         // `parse_mail`: each known keyword in any case; a duplicate or a bad value is an error
         // (declined here); an unknown keyword is declined too.
         match (key, value) {
-            (&[k0, k1, k2, k3], Some(digits)) if upper4([k0, k1, k2, k3]) == SIZE => {
-                if size.is_some() || digits.len() > 20 {
-                    decline!();
-                }
-                // Digits only, into a u64: up to 19 digits always fit, 20 may overflow (which
-                // `str::parse` refuses).
-                let mut n: u64 = 0;
-                for &d in digits {
-                    let d = d.wrapping_sub(b'0');
-                    if d > 9 {
-                        decline!();
-                    }
-                    n = if digits.len() < 20 {
-                        n * 10 + u64::from(d)
-                    } else {
-                        some!(n.checked_mul(10).and_then(|n| n.checked_add(u64::from(d))))
-                    };
-                }
-                size = Some(n);
-            }
             (&[k0, k1, k2, k3], Some(v)) if upper4([k0, k1, k2, k3]) == BODY => {
                 if body.is_some() {
                     decline!();
