@@ -1239,7 +1239,6 @@ where
         }
     }
     let mut remaining = size;
-    let mut out = Vec::new();
     while remaining > 0 {
         if conn.input.is_empty()
             && fill_data(conn, limits, &deadline, "BDAT chunk")
@@ -1266,9 +1265,13 @@ where
                     ),
                 ));
             } else {
-                out.clear();
-                bdat.endings.feed(&conn.input[..take], &mut out);
-                if let Err(e) = bdat.incoming.write(&out).await {
+                let input = &conn.input[..take];
+                let endings = &mut bdat.endings;
+                let (_, written) = bdat
+                    .incoming
+                    .write_with(|buf| endings.feed(input, buf))
+                    .await;
+                if let Err(e) = written {
                     let (code, enhanced) = if e.is_storage_full() {
                         (452, "4.3.1")
                     } else {
@@ -1316,7 +1319,7 @@ where
     let Some(mut bdat) = tx.bdat else {
         return Flow::Continue;
     };
-    out.clear();
+    let mut out = Vec::new();
     bdat.endings.finish(&mut out);
     if bdat.endings.rejected() {
         info!("message refused: bare CR or LF in BDAT data");
@@ -1442,25 +1445,36 @@ where
             .max_line(usize::MAX)
             .max_size(Some(limits.max_message_size)),
     );
-    let mut out = Vec::new();
+    let mut scratch = Vec::new();
     let mut incoming = Some(incoming);
     let mut write_error: Option<SpoolError> = None;
     let mut deadline = DataDeadline::new(limits);
     loop {
-        out.clear();
-        let progress = decoder.decode(&conn.input, &mut out);
+        // Decoded straight into the spool's buffer; into a scratch one once nothing more is
+        // stored.
+        let progress = match incoming.as_mut() {
+            Some(message) => {
+                let input = &conn.input;
+                let (progress, written) = message
+                    .write_with(|buf| decoder.decode(input, buf))
+                    .instrument(span.clone())
+                    .await;
+                if let Err(e) = written {
+                    // Keep reading to the terminator, then answer.
+                    write_error = Some(e);
+                    if let Some(message) = incoming.take() {
+                        message.abort().await;
+                    }
+                }
+                progress
+            }
+            None => {
+                scratch.clear();
+                decoder.decode(&conn.input, &mut scratch)
+            }
+        };
         conn.consume_data(progress.consumed);
         deadline.add(progress.consumed);
-        if !out.is_empty()
-            && let Some(message) = incoming.as_mut()
-            && let Err(e) = message.write(&out).instrument(span.clone()).await
-        {
-            // Keep reading to the terminator, then answer.
-            write_error = Some(e);
-            if let Some(message) = incoming.take() {
-                message.abort().await;
-            }
-        }
         if progress.done {
             break;
         }

@@ -55,6 +55,11 @@
 //! deleted) and the error says [`SpoolError::is_storage_full`], so the session answers
 //! `452 4.3.1`.
 //!
+//! The receive buffer of a committed (or spilled) message goes back to a small pool, at most
+//! 8 MiB of capacity in all, and the next [`Spool::receive`] starts from it: a message is not
+//! received into fresh memory, whose first touch of every page is a page fault, grown by
+//! reallocation. A buffer that grew past twice the spill threshold is freed instead.
+//!
 //! # Threads
 //!
 //! Whatever waits for the device runs on tokio's blocking pool: a commit and its
@@ -167,6 +172,9 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 const KEEP_SLOT_THRESHOLDS: u64 = 4;
 /// The extended attribute holding a message's in-flight note.
 const INFLIGHT_XATTR: &str = "user.postern.inflight";
+/// Receive buffers kept for the next messages, at most this many bytes of capacity in all
+/// (see "Memory" in the module documentation).
+const POOLED_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
 /// Spool settings (the `[spool]` table of the configuration).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -231,6 +239,17 @@ struct Inner {
     flusher: Flusher,
     /// The file system refused user extended attributes: in-flight notes are files.
     no_xattr: std::sync::atomic::AtomicBool,
+    /// Receive buffers of finished messages, for the next ones.
+    buffers: Mutex<BufferPool>,
+}
+
+/// Emptied receive buffers, reused so that a message is not received into fresh memory
+/// (whose first touch of each page is a page fault) grown by reallocation.
+#[derive(Debug, Default)]
+struct BufferPool {
+    free: Vec<Vec<u8>>,
+    /// Capacity of the buffers in `free`, in bytes.
+    bytes: usize,
 }
 
 /// The slot pool.
@@ -283,6 +302,29 @@ impl Inner {
         match lock(&self.index).get(id)? {
             Loc::Slot(n) => Some(self.slot_path(*n)),
             Loc::Legacy(p) => Some(p.clone()),
+        }
+    }
+
+    /// An empty receive buffer: a pooled one if there is one.
+    fn take_buffer(&self) -> Vec<u8> {
+        let mut pool = lock(&self.buffers);
+        let buf = pool.free.pop().unwrap_or_default();
+        pool.bytes -= buf.capacity();
+        buf
+    }
+
+    /// Keeps an emptied receive buffer for the next message, within [`POOLED_BUFFER_BYTES`].
+    /// A buffer that grew past twice the spill threshold (a large message) is freed.
+    fn give_buffer(&self, mut buf: Vec<u8>) {
+        let cap = buf.capacity();
+        if cap == 0 || cap > self.spill_threshold.saturating_mul(2) {
+            return;
+        }
+        buf.clear();
+        let mut pool = lock(&self.buffers);
+        if pool.bytes + cap <= POOLED_BUFFER_BYTES {
+            pool.bytes += cap;
+            pool.free.push(buf);
         }
     }
 
@@ -631,7 +673,7 @@ impl Spool {
             spool: Arc::clone(&self.inner),
             id,
             envelope,
-            buf: Vec::new(),
+            buf: self.inner.take_buffer(),
             spill: None,
             body_len: 0,
             finished: false,
@@ -726,7 +768,8 @@ impl Spool {
         body: Vec<u8>,
     ) -> Result<SpooledMessage, SpoolError> {
         let mut incoming = self.receive_with_id(id, envelope);
-        incoming.buf = body;
+        let pooled = std::mem::replace(&mut incoming.buf, body);
+        self.inner.give_buffer(pooled);
         incoming.body_len = incoming.buf.len() as u64;
         incoming.commit_inner().await
     }
@@ -1053,6 +1096,7 @@ fn open_blocking(cfg: &SpoolConfig) -> Result<(Spool, Recovered), SpoolError> {
             index: Mutex::new(index),
             flusher,
             no_xattr: std::sync::atomic::AtomicBool::new(false),
+            buffers: Mutex::new(BufferPool::default()),
         }),
     };
     for m in &recovered.messages {
@@ -1187,12 +1231,24 @@ impl Incoming {
     /// Appends message bytes (unstuffed, CRLF-normalised). Memory stays bounded: past the
     /// spill threshold the bytes go to the message's slot.
     pub async fn write(&mut self, body: &[u8]) -> Result<(), SpoolError> {
-        self.body_len += body.len() as u64;
-        self.buf.extend_from_slice(body);
-        if self.spill.is_some() || self.buf.len() >= self.spool.spill_threshold {
-            self.flush().await?;
+        self.write_with(|buf| buf.extend_from_slice(body)).await.1
+    }
+
+    /// Like [`Incoming::write`], but `fill` appends the message bytes to the buffer itself,
+    /// so a decoder can write into it directly, saving a copy. `fill` must only append. Its
+    /// result comes back even when storing the bytes failed.
+    pub async fn write_with<R>(
+        &mut self,
+        fill: impl FnOnce(&mut Vec<u8>) -> R,
+    ) -> (R, Result<(), SpoolError>) {
+        let before = self.buf.len();
+        let r = fill(&mut self.buf);
+        let added = self.buf.len().saturating_sub(before);
+        self.body_len += added as u64;
+        if added > 0 && (self.spill.is_some() || self.buf.len() >= self.spool.spill_threshold) {
+            return (r, self.flush().await);
         }
-        Ok(())
+        (r, Ok(()))
     }
 
     fn envelope_json(&self) -> Result<Vec<u8>, SpoolError> {
@@ -1282,7 +1338,9 @@ impl Incoming {
         // From here the blocking task owns the slot, and gives it back on failure.
         self.finished = true;
         let res = tokio::task::spawn_blocking(move || {
-            commit_blocking(&inner, id, spill, &json, &buf, body_len)
+            let r = commit_blocking(&inner, id, spill, &json, &buf, body_len);
+            inner.give_buffer(buf);
+            r
         })
         .await;
         let (n, body_offset) = match res {
@@ -1611,6 +1669,55 @@ mod tests {
         assert_eq!(rec.quarantined, vec![dir.path().join("corrupt/slot-5")]);
         // Numbering goes on above it.
         assert_eq!(spool.inner.take_slot().unwrap().n, 6);
+    }
+
+    fn test_envelope() -> Envelope {
+        Envelope::new(
+            Some("scanner@contoso.com".into()),
+            vec![Recipient::new("user@contoso.com")],
+            ClientInfo::new("127.0.0.1:40000".parse().unwrap(), "scanner", "default"),
+        )
+    }
+
+    #[tokio::test]
+    async fn receive_buffers_are_reused_empty_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = SpoolConfig::new(dir.path());
+        cfg.spill_threshold = 64 * 1024;
+        let (spool, _) = Spool::open(&cfg).await.unwrap();
+        let pooled = |spool: &Spool| {
+            let p = lock(&spool.inner.buffers);
+            (p.free.len(), p.bytes)
+        };
+        // A committed message gives its buffer back, and the next message starts from it
+        // empty: its body is its own bytes only.
+        let mut a = spool.receive(test_envelope()).await.unwrap();
+        let (n, r) = a
+            .write_with(|buf| {
+                buf.extend_from_slice(&[b'a'; 40_000]);
+                7
+            })
+            .await;
+        assert_eq!((n, r.is_ok(), a.len()), (7, true, 40_000));
+        let a = a.commit_inner().await.unwrap();
+        let (count, bytes) = pooled(&spool);
+        assert_eq!(count, 1);
+        assert!(bytes >= 40_000);
+        let mut b = spool.receive(test_envelope()).await.unwrap();
+        assert_eq!(pooled(&spool), (0, 0));
+        assert!(b.buf.capacity() >= 40_000 && b.buf.is_empty());
+        b.write(b"short\r\n").await.unwrap();
+        let b = b.commit_inner().await.unwrap();
+        assert_eq!(b.read_body().await.unwrap(), b"short\r\n");
+        assert_eq!(a.read_body().await.unwrap(), vec![b'a'; 40_000]);
+        // A buffer that grew past twice the spill threshold is freed, not kept.
+        spool.inner.give_buffer(Vec::with_capacity(3 * 64 * 1024));
+        assert_eq!(pooled(&spool).0, 1);
+        // And the pool holds at most POOLED_BUFFER_BYTES.
+        for _ in 0..(POOLED_BUFFER_BYTES / (100 * 1024) + 10) {
+            spool.inner.give_buffer(Vec::with_capacity(100 * 1024));
+        }
+        assert!(pooled(&spool).1 <= POOLED_BUFFER_BYTES);
     }
 
     #[test]
