@@ -107,6 +107,27 @@ enum St {
     Done,
 }
 
+/// Bytes per block of the encoder's fast path.
+const BLOCK: usize = 64;
+
+/// Whether `block`, coming right after the byte `prev` (never a CR), goes out of the encoder
+/// unchanged: each LF follows a CR, each CR precedes an LF (so none is last), and, with
+/// `dots`, no line starts with `.`. One pass over byte pairs with no early exit, which
+/// compiles to vector compares: on ordinary text it is faster than a `memchr2` per line.
+#[inline]
+fn block_is_plain(prev: u8, block: &[u8; BLOCK], dots: bool) -> bool {
+    // `before[j]` is the byte before `block[j]`.
+    let mut before = [prev; BLOCK];
+    before[1..].copy_from_slice(&block[..BLOCK - 1]);
+    let dots = u8::from(dots);
+    let mut acc = 0u8;
+    for (&a, &b) in before.iter().zip(block) {
+        acc |= (u8::from(b == b'\n') ^ u8::from(a == b'\r'))
+            | (u8::from(a == b'\n') & u8::from(b == b'.') & dots);
+    }
+    acc == 0 && block[BLOCK - 1] != b'\r'
+}
+
 /// Streaming DATA decoder: removes dot-stuffing and finds `CRLF.CRLF`.
 ///
 /// Feed it whatever bytes arrive; the output does not depend on how the input is split.
@@ -393,6 +414,14 @@ impl DataEncoder {
         let mut i = 0;
         let mut run = 0;
         while i < n {
+            // Whole blocks with nothing to change stay in the verbatim run.
+            if !self.pending_cr {
+                let j = self.plain_blocks(input, i);
+                if j != i {
+                    i = j;
+                    continue;
+                }
+            }
             if self.pending_cr {
                 self.pending_cr = false;
                 self.line_start = true;
@@ -432,6 +461,21 @@ impl DataEncoder {
             }
         }
         out.extend_from_slice(&input[run..n]);
+    }
+
+    /// The fast path: skips the whole blocks from `input[i..]` that encode to themselves (see
+    /// [`block_is_plain`]). Returns where it stopped. Not after a pending CR.
+    fn plain_blocks(&mut self, input: &[u8], mut i: usize) -> usize {
+        let mut prev = if self.line_start { b'\n' } else { b'x' };
+        while let Some(Ok(block)) = input.get(i..i + BLOCK).map(<&[u8; BLOCK]>::try_from) {
+            if !block_is_plain(prev, block, self.stuff) {
+                break;
+            }
+            prev = block[BLOCK - 1];
+            self.line_start = prev == b'\n';
+            i += BLOCK;
+        }
+        i
     }
 
     /// Ends the message: completes the last line with CRLF if needed and, for DATA, appends

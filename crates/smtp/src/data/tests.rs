@@ -235,6 +235,53 @@ fn message_bytes() -> impl Strategy<Value = Vec<u8>> {
     )
 }
 
+/// Long runs of plain lines with the odd dot, bare CR or LF, empty line or long line: what
+/// reaches the 64-byte fast paths of the encoder and decoder, with their edge cases.
+fn mostly_plain_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let line = (
+        0usize..140,
+        prop_oneof![
+            8 => Just(&b""[..]),
+            1 => Just(&b"."[..]),
+            1 => Just(&b".."[..]),
+            1 => Just(&b"\r"[..]),
+            1 => Just(&b"\n"[..]),
+            1 => Just(&b"\r\n.\r\n"[..]),
+        ],
+        prop_oneof![8 => Just(&b"\r\n"[..]), 1 => Just(&b"\n"[..]), 1 => Just(&b"\r"[..])],
+    );
+    prop::collection::vec(line, 0..40).prop_map(|lines| {
+        let mut out = Vec::new();
+        for (len, special, end) in lines {
+            // The special bytes land at the start, in the middle or at the end of a line.
+            let at = len / 2;
+            out.extend(std::iter::repeat_n(b'a', at));
+            out.extend_from_slice(special);
+            out.extend(std::iter::repeat_n(b'b', len - at));
+            out.extend_from_slice(end);
+        }
+        out
+    })
+}
+
+/// The encoder's output, one byte at a time by the definition: line endings normalised, a
+/// final CRLF, dots stuffed (DATA) and the terminator.
+fn encode_reference(msg: &[u8], stuff: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut line_start = true;
+    for &b in &canonical(msg) {
+        if stuff && line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        line_start = b == b'\n';
+    }
+    if stuff {
+        out.extend_from_slice(b".\r\n");
+    }
+    out
+}
+
 fn decode_chunks(
     input: &[u8],
     cuts: &[usize],
@@ -305,6 +352,45 @@ proptest! {
         let every: Vec<usize> = (0..input.len()).collect();
         prop_assert_eq!(&whole, &decode_chunks(&input, &every, &opts));
         prop_assert!(whole.2, "the real terminator is always found");
+    }
+
+    #[test]
+    fn fast_path_decodes_as_byte_at_a_time(
+        msg in mostly_plain_bytes(),
+        cuts in prop::collection::vec(any::<usize>(), 0..4),
+        normalize_policy in any::<bool>(),
+        max_line in prop::sample::select(vec![40usize, 66, 67, 100, 1000]),
+    ) {
+        let mut input = msg;
+        input.extend_from_slice(b"\r\n.\r\ntrailing");
+        let opts = DataOptions::default()
+            .max_line(max_line)
+            .bare_line_ending(if normalize_policy { BareLineEnding::Normalize } else { BareLineEnding::Reject });
+        // One byte at a time never fills a block: the byte-by-byte path alone.
+        let every: Vec<usize> = (0..input.len()).collect();
+        let reference = decode_chunks(&input, &every, &opts);
+        prop_assert_eq!(&decode_chunks(&input, &[], &opts), &reference);
+        prop_assert_eq!(&decode_chunks(&input, &cuts, &opts), &reference);
+    }
+
+    #[test]
+    fn fast_path_encodes_by_the_definition(
+        msg in mostly_plain_bytes(),
+        cuts in prop::collection::vec(any::<usize>(), 0..4),
+        stuff in any::<bool>(),
+    ) {
+        let mut enc = if stuff { DataEncoder::new() } else { DataEncoder::bdat() };
+        let mut wire = Vec::new();
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (msg.len() + 1)).collect();
+        bounds.push(msg.len());
+        bounds.sort_unstable();
+        let mut at = 0;
+        for end in bounds {
+            enc.encode(&msg[at..end], &mut wire);
+            at = end;
+        }
+        enc.finish(&mut wire);
+        prop_assert_eq!(wire, encode_reference(&msg, stuff));
     }
 
     #[test]
