@@ -236,7 +236,8 @@ fn message_bytes() -> impl Strategy<Value = Vec<u8>> {
 }
 
 /// Long runs of plain lines with the odd dot, bare CR or LF, empty line or long line: what
-/// reaches the 64-byte fast paths of the encoder and decoder, with their edge cases.
+/// reaches the encoder's 64-byte fast path, with its edge cases, and the decoder's line
+/// length limit on long lines.
 fn mostly_plain_bytes() -> impl Strategy<Value = Vec<u8>> {
     let line = (
         0usize..140,
@@ -282,6 +283,21 @@ fn encode_reference(msg: &[u8], stuff: bool) -> Vec<u8> {
     out
 }
 
+/// `msg` through `enc`, cut at `cuts` (taken modulo the length), then finished.
+fn encode_chunks(mut enc: DataEncoder, msg: &[u8], cuts: &[usize]) -> Vec<u8> {
+    let mut wire = Vec::new();
+    let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (msg.len() + 1)).collect();
+    bounds.push(msg.len());
+    bounds.sort_unstable();
+    let mut at = 0;
+    for end in bounds {
+        enc.encode(&msg[at..end], &mut wire);
+        at = end;
+    }
+    enc.finish(&mut wire);
+    wire
+}
+
 fn decode_chunks(
     input: &[u8],
     cuts: &[usize],
@@ -314,17 +330,7 @@ fn decode_chunks(
 proptest! {
     #[test]
     fn encode_then_decode_is_identity(msg in message_bytes(), cuts in prop::collection::vec(any::<usize>(), 0..5)) {
-        let mut enc = DataEncoder::new();
-        let mut wire = Vec::new();
-        let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (msg.len() + 1)).collect();
-        bounds.push(msg.len());
-        bounds.sort_unstable();
-        let mut at = 0;
-        for end in bounds {
-            enc.encode(&msg[at..end], &mut wire);
-            at = end;
-        }
-        enc.finish(&mut wire);
+        let wire = encode_chunks(DataEncoder::new(), &msg, &cuts);
         prop_assert_eq!(&wire, &DataEncoder::encode_all(&msg));
         let (out, p, r) = decode_with(&wire, DataOptions::default().max_line(usize::MAX));
         prop_assert!(p.done);
@@ -355,7 +361,7 @@ proptest! {
     }
 
     #[test]
-    fn fast_path_decodes_as_byte_at_a_time(
+    fn long_plain_lines_decode_as_byte_at_a_time(
         msg in mostly_plain_bytes(),
         cuts in prop::collection::vec(any::<usize>(), 0..4),
         normalize_policy in any::<bool>(),
@@ -366,7 +372,7 @@ proptest! {
         let opts = DataOptions::default()
             .max_line(max_line)
             .bare_line_ending(if normalize_policy { BareLineEnding::Normalize } else { BareLineEnding::Reject });
-        // One byte at a time never fills a block: the byte-by-byte path alone.
+        // One byte at a time: each line ending and limit check on its own.
         let every: Vec<usize> = (0..input.len()).collect();
         let reference = decode_chunks(&input, &every, &opts);
         prop_assert_eq!(&decode_chunks(&input, &[], &opts), &reference);
@@ -379,18 +385,8 @@ proptest! {
         cuts in prop::collection::vec(any::<usize>(), 0..4),
         stuff in any::<bool>(),
     ) {
-        let mut enc = if stuff { DataEncoder::new() } else { DataEncoder::bdat() };
-        let mut wire = Vec::new();
-        let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (msg.len() + 1)).collect();
-        bounds.push(msg.len());
-        bounds.sort_unstable();
-        let mut at = 0;
-        for end in bounds {
-            enc.encode(&msg[at..end], &mut wire);
-            at = end;
-        }
-        enc.finish(&mut wire);
-        prop_assert_eq!(wire, encode_reference(&msg, stuff));
+        let enc = if stuff { DataEncoder::new() } else { DataEncoder::bdat() };
+        prop_assert_eq!(encode_chunks(enc, &msg, &cuts), encode_reference(&msg, stuff));
     }
 
     #[test]
