@@ -173,7 +173,7 @@ const KEEP_SLOT_THRESHOLDS: u64 = 4;
 /// The extended attribute holding a message's in-flight note.
 const INFLIGHT_XATTR: &str = "user.postern.inflight";
 /// Receive buffers kept for the next messages, at most this many bytes of capacity in all
-/// (see "Memory" in the module documentation).
+/// (see "Writing a message" in the module documentation).
 const POOLED_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
 /// Spool settings (the `[spool]` table of the configuration).
