@@ -246,3 +246,166 @@ async fn smtputf8_needed_but_not_offered_fails_permanently() {
     assert!(!seen.lock().unwrap().iter().any(|c| c.starts_with("MAIL")));
     relay.shutdown().await;
 }
+
+/// How [`closing_server`] ends its first connection after the first message.
+#[derive(Clone, Copy)]
+enum FirstClose {
+    /// Silently, when the next command arrives: the close cannot be seen before reuse.
+    AtNextCommand,
+    /// At once, with an idle-timeout `421`: the pooled connection is visibly closed.
+    Announced,
+}
+
+/// A plain SMTP server (PIPELINING) that takes one message on its first connection and then
+/// ends that connection as `close` says; later connections take every message. Records each
+/// message as (connection number, Subject line), and the commands that reached the first
+/// connection after its message.
+async fn closing_server(
+    close: FirstClose,
+) -> (
+    u16,
+    Arc<Mutex<Vec<(usize, String)>>>,
+    Arc<Mutex<Vec<String>>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let messages = Arc::new(Mutex::new(Vec::new()));
+    let late = Arc::new(Mutex::new(Vec::new()));
+    let (m, l) = (Arc::clone(&messages), Arc::clone(&late));
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((s, _)) = listener.accept().await {
+            let (messages, late) = (Arc::clone(&m), Arc::clone(&l));
+            let conn_no = n;
+            n += 1;
+            tokio::spawn(async move {
+                let mut r = BufReader::new(s);
+                let mut out = b"220 closing ESMTP\r\n".to_vec();
+                let mut done_one = false;
+                let mut line = String::new();
+                loop {
+                    if !out.is_empty() {
+                        if r.get_mut().write_all(&out).await.is_err() {
+                            return;
+                        }
+                        out.clear();
+                    }
+                    line.clear();
+                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let cmd = line.trim_end().to_owned();
+                    if done_one && conn_no == 0 {
+                        // The close: no reply to whatever came.
+                        late.lock().unwrap().push(cmd);
+                        return;
+                    }
+                    let verb = cmd.split(' ').next().unwrap_or("").to_ascii_uppercase();
+                    match verb.as_str() {
+                        "EHLO" => out.extend_from_slice(b"250-closing\r\n250 PIPELINING\r\n"),
+                        "QUIT" => {
+                            let _ = r.get_mut().write_all(b"221 bye\r\n").await;
+                            return;
+                        }
+                        "DATA" => {
+                            r.get_mut().write_all(b"354 go on\r\n").await.unwrap();
+                            let mut subject = String::new();
+                            loop {
+                                line.clear();
+                                if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                    return;
+                                }
+                                if line == ".\r\n" {
+                                    break;
+                                }
+                                if line.starts_with("Subject:") && subject.is_empty() {
+                                    subject = line.trim_end().to_owned();
+                                }
+                            }
+                            messages.lock().unwrap().push((conn_no, subject));
+                            out.extend_from_slice(b"250 2.0.0 queued\r\n");
+                            if conn_no == 0 {
+                                done_one = true;
+                                if matches!(close, FirstClose::Announced) {
+                                    out.extend_from_slice(b"421 4.4.2 closing: idle timeout\r\n");
+                                    let _ = r.get_mut().write_all(&out).await;
+                                    return;
+                                }
+                            }
+                        }
+                        _ => out.extend_from_slice(b"250 2.0.0 ok\r\n"),
+                    }
+                }
+            });
+        }
+    });
+    (port, messages, late)
+}
+
+/// A pooled connection is reused without a `RSET` round trip, and when the server turns out
+/// to have closed it, the message goes out on a new connection in the same attempt: no
+/// deferral, no duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_closed_by_the_server_costs_no_deferral() {
+    for close in [FirstClose::AtNextCommand, FirstClose::Announced] {
+        let (port, messages, late) = closing_server(close).await;
+        let dir = Dir::new();
+        let extra = format!(
+            "[routes.closing]\ntype = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+             tls = \"none\"\npool_size = 2\n"
+        );
+        let relay = start(dir.config("closing", &extra)).await;
+        let to = ["bob@fabrikam.com"];
+        let sent = send(&relay, MAILBOX, &to, &message(MAILBOX, "first")).await;
+        assert_eq!(sent.data.unwrap().0, 250);
+        // The first delivery finished (its recipient counted) and its connection is pooled.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !relay
+            .spool()
+            .metrics()
+            .render()
+            .contains("postern_recipients_delivered_total{route=\"closing\"} 1")
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "first message not delivered"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let sent = send(&relay, MAILBOX, &to, &message(MAILBOX, "second")).await;
+        assert_eq!(sent.data.unwrap().0, 250);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while messages.lock().unwrap().len() < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "second message not delivered"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            *messages.lock().unwrap(),
+            vec![
+                (0, "Subject: first".to_owned()),
+                (1, "Subject: second".to_owned())
+            ]
+        );
+        let late = late.lock().unwrap().clone();
+        match close {
+            // Reused at once, MAIL first (no RSET), and retried on a new connection.
+            FirstClose::AtNextCommand => {
+                assert_eq!(late.len(), 1, "{late:?}");
+                assert!(late[0].starts_with("MAIL FROM:"), "{late:?}");
+            }
+            // Seen closed in the pool: never written to again.
+            FirstClose::Announced => assert!(late.is_empty(), "{late:?}"),
+        }
+        let metrics = relay.spool().metrics().render();
+        assert!(
+            !metrics.contains("postern_recipients_deferred_total{route=\"closing\""),
+            "{metrics}"
+        );
+        relay.shutdown().await;
+    }
+}

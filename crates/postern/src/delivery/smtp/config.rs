@@ -199,7 +199,8 @@ pub struct SmtpRouteConfig {
     /// limit), 10 for `smtp`, `connector` and `direct_send`.
     #[serde(default)]
     pub max_connections: Option<usize>,
-    /// Idle connections kept for the next message (reused after `RSET`). Default 1; 0
+    /// Idle connections kept for the next message (each ended its last transaction cleanly,
+    /// so it is reused without `RSET`). Default 1; 0
     /// closes each connection after its message.
     #[serde(default)]
     pub pool_size: Option<usize>,

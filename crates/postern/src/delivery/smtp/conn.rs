@@ -187,6 +187,8 @@ pub(crate) struct Conn {
     /// The dot-stuffed message data being sent, kept across the messages of this connection
     /// so that a delivery does not allocate (and zero) its buffers every time.
     pub(crate) data_buf: Vec<u8>,
+    /// Replies read on this connection so far.
+    replies: u64,
 }
 
 const READ_CHUNK: usize = 8192;
@@ -225,6 +227,7 @@ impl Conn {
             stream: Stream::Plain(tcp),
             buf: Vec::new(),
             data_buf: Vec::new(),
+            replies: 0,
             session: ClientSession::new(policy),
             host: t.host.clone(),
             addr: t.addr,
@@ -510,6 +513,7 @@ impl Conn {
                         t.server(&self.buf[..n]);
                     }
                     self.buf.drain(..n);
+                    self.replies += 1;
                     return Ok(reply);
                 }
                 Err(DecodeError::Incomplete) => {}
@@ -541,7 +545,32 @@ impl Conn {
         }
     }
 
-    /// `RSET` before reusing a pooled connection; `false` if it is not usable.
+    /// Replies read on this connection so far: unchanged across a failed transaction means
+    /// the server answered nothing in it.
+    pub(crate) fn replies_read(&self) -> u64 {
+        self.replies
+    }
+
+    /// Whether a pooled, idle connection is known to be unusable without a round trip: the
+    /// server closed it or sent something unasked (an idle-timeout `421`, a TLS alert), which
+    /// shows as the socket being readable. A close not seen yet shows as an I/O error before
+    /// the first reply of the next transaction, which the caller retries on a new connection.
+    pub(crate) fn looks_closed(&self) -> bool {
+        if !self.buf.is_empty() {
+            return true;
+        }
+        let tcp = match &self.stream {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => tls.get_ref().0,
+            Stream::Closed => return true,
+        };
+        // Consumes at most one byte, of a connection that is then dropped anyway.
+        let mut probe = [0u8; 1];
+        !matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// `RSET` after a transaction that did not end with a message; `false` if the connection
+    /// is not usable.
     pub(crate) async fn reset(&mut self) -> bool {
         match self.command(&Command::Rset, "RSET").await {
             Ok(r) => r.is_positive_completion(),

@@ -3,7 +3,7 @@
 //! `connector`, `direct_send`) is built as.
 //!
 //! ```text
-//!  deliver(msg, rcpts) ─▶ pooled connection (RSET) or open: connect ─▶ 220 ─▶ EHLO ─▶ STARTTLS
+//!  deliver(msg, rcpts) ─▶ pooled connection or open: connect ─▶ 220 ─▶ EHLO ─▶ STARTTLS
 //!     ─▶ EHLO ─▶ AUTH (XOAUTH2 token / LOGIN / PLAIN) ─▶ SIZE / SMTPUTF8 / 8BITMIME checks
 //!     ─▶ MAIL ─▶ RCPT × n ─▶ DATA (pipelined when offered) ─▶ body (dot-stuffed, streamed
 //!     from the spool, headers rewritten if asked) ─▶ final reply ─▶ one outcome per recipient
@@ -14,7 +14,9 @@
 //! recipient (the message waits for the operator's fix, and is bounced only when its
 //! lifetime runs out), and when the classifier says an operator must act, the remedy is
 //! logged at error level. A `535 5.7.3` to XOAUTH2 invalidates the cached token and the
-//! connection is tried once more with a fresh one.
+//! connection is tried once more with a fresh one. A pooled connection is reused without a
+//! `RSET` (its last transaction ended cleanly); if the server had closed it and answers
+//! nothing, the message goes out on a new connection in the same attempt.
 
 mod config;
 mod conn;
@@ -305,22 +307,34 @@ impl SmtpTransport {
         }
     }
 
-    /// A pooled connection that answers RSET, else a new one. A `535 5.7.3` to XOAUTH2
-    /// refreshes the token and tries once more.
-    async fn connection(&self) -> Result<Conn, ConnError> {
+    /// A pooled connection, else a new one ([`SmtpTransport::new_connection`]); `true` with a
+    /// pooled one.
+    ///
+    /// A pooled connection ended its last transaction cleanly (`250` to the data, or `RSET`
+    /// after an unfinished one), so it needs no `RSET` first: that was a round trip per
+    /// message. One the server has visibly closed is dropped; one whose close is not visible
+    /// yet fails before its first reply, and [`SmtpTransport::deliver_inner`] then tries once
+    /// more on a new connection.
+    async fn connection(&self) -> Result<(Conn, bool), ConnError> {
         loop {
             let pooled = {
                 let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
                 pool.retain(|c| c.last_used.elapsed() < self.idle_timeout);
                 pool.pop()
             };
-            let Some(mut conn) = pooled else { break };
-            if conn.reset().await {
+            let Some(conn) = pooled else { break };
+            if !conn.looks_closed() {
                 tracing::debug!(route = %self.name, host = %conn.host, "reusing connection");
-                return Ok(conn);
+                return Ok((conn, true));
             }
-            conn.quit().await;
+            tracing::debug!(route = %self.name, host = %conn.host, "pooled connection closed by the server");
         }
+        Ok((self.new_connection().await?, false))
+    }
+
+    /// A new connection, through the session up to AUTH. A `535 5.7.3` to XOAUTH2 refreshes
+    /// the token and tries once more.
+    async fn new_connection(&self) -> Result<Conn, ConnError> {
         let targets = self.targets().await?;
         let opened = match Conn::open(&targets, &self.session).await {
             Err(ConnError::Reply("AUTH", r)) if is_bad_token(&r, &self.session.auth) => {
@@ -366,11 +380,26 @@ impl SmtpTransport {
                 );
             }
         };
-        let mut conn = match self.connection().await {
+        let (mut conn, reused) = match self.connection().await {
             Ok(c) => c,
             Err(e) => return DeliveryReport::all(rcpts, &self.session_failure(&e)),
         };
-        let result = self.transaction(&mut conn, msg, rcpts, &prepared).await;
+        let replies = conn.replies_read();
+        let mut result = self.transaction(&mut conn, msg, rcpts, &prepared).await;
+        if reused
+            && conn.replies_read() == replies
+            && matches!(&result, Err(ConnError::Io(stage, _)) if *stage != READING_THE_MESSAGE)
+        {
+            // The server had closed the pooled connection and answered nothing in this
+            // transaction, so it accepted nothing: once more, on a new connection.
+            tracing::debug!(route = %self.name, host = %conn.host, "pooled connection was closed; retrying on a new one");
+            drop(conn);
+            conn = match self.new_connection().await {
+                Ok(c) => c,
+                Err(e) => return DeliveryReport::all(rcpts, &self.session_failure(&e)),
+            };
+            result = self.transaction(&mut conn, msg, rcpts, &prepared).await;
+        }
         let report = match result {
             Ok(report) => report,
             Err(e) => {
@@ -471,7 +500,7 @@ impl SmtpTransport {
                 body_param = Some(Body::EightBitMime);
             } else if is_8bit(msg)
                 .await
-                .map_err(|e| ConnError::Io("reading the message", e))?
+                .map_err(|e| ConnError::Io(READING_THE_MESSAGE, e))?
             {
                 return all(synthesized(
                     554,
@@ -681,13 +710,13 @@ impl SmtpTransport {
         let mut reader = msg
             .open_body()
             .await
-            .map_err(|e| ConnError::Io("reading the message", e))?;
+            .map_err(|e| ConnError::Io(READING_THE_MESSAGE, e))?;
         if let Some(h) = &p.header {
             enc.encode(h, &mut out);
             let mut skip = (&mut reader).take(p.body_offset);
             tokio::io::copy(&mut skip, &mut tokio::io::sink())
                 .await
-                .map_err(|e| ConnError::Io("reading the message", e))?;
+                .map_err(|e| ConnError::Io(READING_THE_MESSAGE, e))?;
         }
         if let Some(body) = reader.remaining_in_memory() {
             // A small message is already in memory: encode it in place.
@@ -704,7 +733,7 @@ impl SmtpTransport {
                 let n = reader
                     .read(&mut chunk)
                     .await
-                    .map_err(|e| ConnError::Io("reading the message", e))?;
+                    .map_err(|e| ConnError::Io(READING_THE_MESSAGE, e))?;
                 if n == 0 {
                     break;
                 }
@@ -772,6 +801,9 @@ impl ThrottlePauses {
         }
     }
 }
+
+/// The stage of an I/O error reading the spooled message (not the connection's fault).
+const READING_THE_MESSAGE: &str = "reading the message";
 
 fn conn_timeouts(s: &SessionSettings) -> config::Timeouts {
     s.timeouts
