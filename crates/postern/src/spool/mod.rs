@@ -82,8 +82,9 @@
 //! within milliseconds, so the background thread flushes almost nothing and a message costs one
 //! flush; when the load stops, each idle slot is flushed once. The pool keeps at most
 //! [`FREE_FILES`] free slots; a slot beyond that, or one that grew past four times the spill
-//! threshold (a large message), is deleted once its marker is durable, so the disk is not
-//! hoarded.
+//! threshold (a large message), is deleted instead of flushed, so the disk is not hoarded: the
+//! batch's deletions are made durable by one fsync of `slots/`, not one flush per slot (while
+//! a backlog drains, most freed slots are beyond the pool).
 //!
 //! # Crash analysis
 //!
@@ -108,7 +109,9 @@
 //!   and the message, already delivered, is delivered again after restart: a duplicate
 //!   confined to a crash right after the upstream's `250`, which invariant 2 allows. The state
 //!   file is deleted only after the marker is durable, so such a message comes back with the
-//!   outcomes it had recorded, not as new.
+//!   outcomes it had recorded, not as new. The same holds for a slot being deleted: until the
+//!   fsync of `slots/` after its unlink, it may come back, and its state file is deleted only
+//!   after that fsync.
 //! - *while recovering*: recovery only reads, writes free markers (flushed) and deletes files
 //!   whose content is finished, so running it again gives the same result.
 //!
@@ -566,28 +569,62 @@ fn flush_loop(shared: &FlushShared, slots: &Mutex<Slots>) {
     }
 }
 
-/// Makes a batch of free markers durable, then deletes what waited for that.
+/// Makes a batch of freed slots durable, then deletes what waited for that (state files). A
+/// kept slot's free marker is flushed with `fdatasync`, unless a commit has overwritten the
+/// slot since; a slot to delete is unlinked instead, and one fsync of its directory makes all
+/// the batch's unlinks durable at once (while a backlog drains, that is most of the batch).
 fn flush_batch(batch: Vec<Pending>, slots: &Mutex<Slots>) {
     let mut durable = Vec::with_capacity(batch.len());
+    let mut dirs: Vec<(PathBuf, bool)> = Vec::new();
     for p in &batch {
-        let reused =
-            !p.delete && lock(slots).commits.get(&p.n).copied().unwrap_or(0) != p.generation;
-        // A slot overwritten by a committed message since: that commit's fdatasync covered it.
-        let ok = reused
-            || match File::open(&p.path).and_then(|f| f.sync_data()) {
-                Ok(()) => true,
+        let ok = if p.delete {
+            match fs::remove_file(&p.path) {
+                Ok(()) => {
+                    if let Some(dir) = p.path.parent()
+                        && !dirs.iter().any(|(d, _)| d == dir)
+                    {
+                        dirs.push((dir.to_owned(), false));
+                    }
+                    true
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => true,
                 Err(e) => {
-                    tracing::warn!(path = %p.path.display(), error = %e, "cannot flush a free spool slot; it may be delivered again after a power loss");
+                    tracing::warn!(path = %p.path.display(), error = %e, "cannot delete a free spool slot");
                     false
                 }
-            };
+            }
+        } else {
+            // A slot overwritten by a committed message since: that commit's fdatasync
+            // covered it.
+            lock(slots).commits.get(&p.n).copied().unwrap_or(0) != p.generation
+                || match File::open(&p.path).and_then(|f| f.sync_data()) {
+                    Ok(()) => true,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+                    Err(e) => {
+                        tracing::warn!(path = %p.path.display(), error = %e, "cannot flush a free spool slot; it may be delivered again after a power loss");
+                        false
+                    }
+                }
+        };
         durable.push(ok);
     }
+    for (dir, synced) in &mut dirs {
+        match File::open(&*dir).and_then(|f| f.sync_all()) {
+            Ok(()) => *synced = true,
+            Err(e) => {
+                tracing::warn!(path = %dir.display(), error = %e, "cannot flush the deletion of free spool slots; they may be delivered again after a power loss");
+            }
+        }
+    }
     for (p, ok) in batch.into_iter().zip(durable) {
+        let unlink_durable = || {
+            p.path
+                .parent()
+                .is_none_or(|dir| dirs.iter().all(|(d, synced)| d != dir || *synced))
+        };
         if !ok {
             if p.delete {
-                // Not durable: keep the file (free in memory, a duplicate at worst on disk).
+                // Not deleted: keep the file (free in memory, a duplicate at worst on disk).
                 lock(slots).free.push(FreeSlot {
                     n: p.n,
                     linked: true,
@@ -595,8 +632,11 @@ fn flush_batch(batch: Vec<Pending>, slots: &Mutex<Slots>) {
             }
             continue;
         }
+        if p.delete && !unlink_durable() {
+            // Gone, but not durably: the message may come back, so its state file stays.
+            continue;
+        }
         if p.delete {
-            remove_if_exists(&p.path);
             lock(slots).commits.remove(&p.n);
         }
         if let Some(s) = &p.state {
