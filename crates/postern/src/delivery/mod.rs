@@ -2,10 +2,8 @@
 //! (local sink, the SMTP routes, Graph `sendMail`).
 //!
 //! A transport receives a spooled message and the indices (into the envelope's recipients) it
-//! must deliver, and answers one [`RcptOutcome`] per index. It reads the message through
-//! [`SpooledMessage::open_body`]: the spool's in-memory copy on a just-committed message's
-//! first attempt (within a fixed budget), else the spooled file, streamed when large. The
-//! transport never keeps a message in memory itself. The queue turns
+//! must deliver, and answers one [`RcptOutcome`] per index. It reads the message from the
+//! spool with [`SpooledMessage::open_body`] (streaming), never from memory. The queue turns
 //! outcomes into state: delivered and permanent outcomes are final, transient ones are retried
 //! with backoff until the message's lifetime runs out.
 

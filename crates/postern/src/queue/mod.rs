@@ -237,8 +237,6 @@ async fn run(
             let done_tx = done_tx.clone();
             workers.spawn(async move {
                 let (msg, state, next) = attempt(&ctx, msg, state).await;
-                // A retry reads the spool; the memory goes to newer messages.
-                msg.release_memory();
                 drop(permit);
                 let _ = done_tx.send((msg, state, next));
             });

@@ -55,15 +55,10 @@
 //! deleted) and the error says [`SpoolError::is_storage_full`], so the session answers
 //! `452 4.3.1`.
 //!
-//! A message committed from memory (not spilled) keeps its buffer as an in-memory copy for its
-//! first delivery attempt, within a budget of [`HOT_BODY_BYTES`] (32 MiB) for all such copies:
-//! [`SpooledMessage::open_body`] serves it without reading back what was just written, and
-//! the queue lets go of it with [`SpooledMessage::release_memory`] once that attempt is over.
-//! Past the budget, or for a spilled message, the buffer goes back at once to a small pool (at
-//! most 8 MiB of capacity in all), as does a released copy; the next [`Spool::receive`]
-//! starts from a pooled buffer, so a message is not received into fresh memory, whose first
-//! touch of every page is a page fault, grown by reallocation. A buffer that grew past twice
-//! the spill threshold is freed instead.
+//! The receive buffer of a committed (or spilled) message goes back to a small pool, at most
+//! 8 MiB of capacity in all, and the next [`Spool::receive`] starts from it: a message is not
+//! received into fresh memory, whose first touch of every page is a page fault, grown by
+//! reallocation. A buffer that grew past twice the spill threshold is freed instead.
 //!
 //! # Threads
 //!
@@ -183,9 +178,6 @@ const INFLIGHT_XATTR: &str = "user.postern.inflight";
 /// Receive buffers kept for the next messages, at most this many bytes of capacity in all
 /// (see "Writing a message" in the module documentation).
 const POOLED_BUFFER_BYTES: usize = 8 * 1024 * 1024;
-/// Just-committed messages kept in memory for their first delivery attempt, at most this many
-/// bytes in all (see "Writing a message" in the module documentation).
-pub const HOT_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// Spool settings (the `[spool]` table of the configuration).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -250,99 +242,17 @@ struct Inner {
     flusher: Flusher,
     /// The file system refused user extended attributes: in-flight notes are files.
     no_xattr: std::sync::atomic::AtomicBool,
-    /// Receive buffers, and the bodies kept in memory for delivery.
-    buffers: Arc<Buffers>,
+    /// Receive buffers of finished messages, for the next ones.
+    buffers: Mutex<BufferPool>,
 }
 
-/// The memory of message bodies: emptied receive buffers, reused so that a message is not
-/// received into fresh memory (whose first touch of each page is a page fault) grown by
-/// reallocation, and the budget of bodies kept in memory for their first delivery.
-#[derive(Debug)]
-struct Buffers {
-    pool: Mutex<BufferPool>,
-    /// Whether a buffer grew too large to keep: past twice the spill threshold.
-    max_capacity: usize,
-    /// Bytes of [`HotBody`]s alive.
-    hot_bytes: std::sync::atomic::AtomicUsize,
-}
-
+/// Emptied receive buffers, reused so that a message is not received into fresh memory
+/// (whose first touch of each page is a page fault) grown by reallocation.
 #[derive(Debug, Default)]
 struct BufferPool {
     free: Vec<Vec<u8>>,
     /// Capacity of the buffers in `free`, in bytes.
     bytes: usize,
-}
-
-impl Buffers {
-    fn new(spill_threshold: usize) -> Self {
-        Self {
-            pool: Mutex::new(BufferPool::default()),
-            max_capacity: spill_threshold.saturating_mul(2),
-            hot_bytes: std::sync::atomic::AtomicUsize::new(0),
-        }
-    }
-
-    /// An empty receive buffer: a pooled one if there is one.
-    fn take(&self) -> Vec<u8> {
-        let mut pool = lock(&self.pool);
-        let buf = pool.free.pop().unwrap_or_default();
-        pool.bytes -= buf.capacity();
-        buf
-    }
-
-    /// Keeps an emptied receive buffer for the next message, within [`POOLED_BUFFER_BYTES`].
-    /// A buffer that grew past twice the spill threshold (a large message) is freed.
-    fn give(&self, mut buf: Vec<u8>) {
-        let cap = buf.capacity();
-        if cap == 0 || cap > self.max_capacity {
-            return;
-        }
-        buf.clear();
-        let mut pool = lock(&self.pool);
-        if pool.bytes + cap <= POOLED_BUFFER_BYTES {
-            pool.bytes += cap;
-            pool.free.push(buf);
-        }
-    }
-
-    /// Keeps `body`, a whole committed message, in memory for its first delivery if the
-    /// [`HOT_BODY_BYTES`] budget allows; else gives the buffer back.
-    fn keep_hot(self: &Arc<Self>, body: Vec<u8>) -> Option<Arc<HotBody>> {
-        use std::sync::atomic::Ordering;
-        let len = body.len();
-        let reserved = self
-            .hot_bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                (used + len <= HOT_BODY_BYTES).then_some(used + len)
-            })
-            .is_ok();
-        if !reserved {
-            self.give(body);
-            return None;
-        }
-        Some(Arc::new(HotBody {
-            bytes: body,
-            buffers: Arc::clone(self),
-        }))
-    }
-}
-
-/// A committed message's bytes, kept in memory for its first delivery attempt so that the
-/// delivery does not read back what was just written. Dropping it returns its budget and its
-/// buffer.
-#[derive(Debug)]
-struct HotBody {
-    bytes: Vec<u8>,
-    buffers: Arc<Buffers>,
-}
-
-impl Drop for HotBody {
-    fn drop(&mut self) {
-        self.buffers
-            .hot_bytes
-            .fetch_sub(self.bytes.len(), std::sync::atomic::Ordering::AcqRel);
-        self.buffers.give(std::mem::take(&mut self.bytes));
-    }
 }
 
 /// The slot pool.
@@ -395,6 +305,29 @@ impl Inner {
         match lock(&self.index).get(id)? {
             Loc::Slot(n) => Some(self.slot_path(*n)),
             Loc::Legacy(p) => Some(p.clone()),
+        }
+    }
+
+    /// An empty receive buffer: a pooled one if there is one.
+    fn take_buffer(&self) -> Vec<u8> {
+        let mut pool = lock(&self.buffers);
+        let buf = pool.free.pop().unwrap_or_default();
+        pool.bytes -= buf.capacity();
+        buf
+    }
+
+    /// Keeps an emptied receive buffer for the next message, within [`POOLED_BUFFER_BYTES`].
+    /// A buffer that grew past twice the spill threshold (a large message) is freed.
+    fn give_buffer(&self, mut buf: Vec<u8>) {
+        let cap = buf.capacity();
+        if cap == 0 || cap > self.spill_threshold.saturating_mul(2) {
+            return;
+        }
+        buf.clear();
+        let mut pool = lock(&self.buffers);
+        if pool.bytes + cap <= POOLED_BUFFER_BYTES {
+            pool.bytes += cap;
+            pool.free.push(buf);
         }
     }
 
@@ -780,7 +713,7 @@ impl Spool {
             spool: Arc::clone(&self.inner),
             id,
             envelope,
-            buf: self.inner.buffers.take(),
+            buf: self.inner.take_buffer(),
             spill: None,
             body_len: 0,
             finished: false,
@@ -876,7 +809,7 @@ impl Spool {
     ) -> Result<SpooledMessage, SpoolError> {
         let mut incoming = self.receive_with_id(id, envelope);
         let pooled = std::mem::replace(&mut incoming.buf, body);
-        self.inner.buffers.give(pooled);
+        self.inner.give_buffer(pooled);
         incoming.body_len = incoming.buf.len() as u64;
         incoming.commit_inner().await
     }
@@ -951,7 +884,6 @@ pub(crate) fn scan_slot(path: &Path, verify: bool) -> io::Result<SlotScan> {
             envelope,
             path: path.to_owned(),
             in_slot: true,
-            hot: Mutex::new(None),
         }))),
         Err(e) => SlotScan::Corrupt(format!("envelope: {e}")),
     })
@@ -1204,7 +1136,7 @@ fn open_blocking(cfg: &SpoolConfig) -> Result<(Spool, Recovered), SpoolError> {
             index: Mutex::new(index),
             flusher,
             no_xattr: std::sync::atomic::AtomicBool::new(false),
-            buffers: Arc::new(Buffers::new(cfg.spill_threshold.max(1))),
+            buffers: Mutex::new(BufferPool::default()),
         }),
     };
     for m in &recovered.messages {
@@ -1276,7 +1208,6 @@ pub(crate) fn read_message_v1(id: &QueueId, path: &Path) -> Result<SpooledMessag
         body_offset,
         body_len,
         in_slot: false,
-        hot: Mutex::new(None),
     })))
 }
 
@@ -1441,8 +1372,6 @@ impl Incoming {
         let body_len = self.body_len;
         let json = self.envelope_json()?;
         let spill = self.spill.take();
-        // Not spilled: the buffer holds the whole message.
-        let whole = spill.is_none();
         let buf = std::mem::take(&mut self.buf);
         let inner = Arc::clone(&self.spool);
         let id = self.id.clone();
@@ -1450,23 +1379,17 @@ impl Incoming {
         self.finished = true;
         let res = tokio::task::spawn_blocking(move || {
             let r = commit_blocking(&inner, id, spill, &json, &buf, body_len);
-            (r, buf)
+            inner.give_buffer(buf);
+            r
         })
         .await;
-        let (n, body_offset, buf) = match res {
-            Ok((Ok((n, off)), buf)) => (n, off, buf),
-            Ok((Err(e), buf)) => {
-                self.spool.buffers.give(buf);
+        let (n, body_offset) = match res {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
                 self.spool.note_error(&e);
                 return Err(e);
             }
             Err(e) => return Err(e.into()),
-        };
-        let hot = if whole && buf.len() as u64 == body_len {
-            self.spool.buffers.keep_hot(buf)
-        } else {
-            self.spool.buffers.give(buf);
-            None
         };
         lock(&self.spool.index).insert(self.id.clone(), Loc::Slot(n));
         self.spool
@@ -1479,7 +1402,6 @@ impl Incoming {
             body_offset,
             body_len,
             in_slot: true,
-            hot: Mutex::new(hot),
         }));
         if let Some(sink) = lock(&self.spool.sink).as_ref() {
             let _ = sink.send(msg.clone());
@@ -1614,24 +1536,8 @@ pub struct BodyReader(BodyInner);
 
 #[derive(Debug)]
 enum BodyInner {
-    Memory(io::Cursor<MemoryBody>),
+    Memory(io::Cursor<Vec<u8>>),
     File(tokio::io::Take<tokio::fs::File>),
-}
-
-/// A message's bytes in memory: read from its file, or still the committed buffer.
-#[derive(Debug)]
-enum MemoryBody {
-    Read(Vec<u8>),
-    Hot(Arc<HotBody>),
-}
-
-impl AsRef<[u8]> for MemoryBody {
-    fn as_ref(&self) -> &[u8] {
-        match self {
-            Self::Read(v) => v,
-            Self::Hot(h) => &h.bytes,
-        }
-    }
 }
 
 impl BodyReader {
@@ -1642,7 +1548,7 @@ impl BodyReader {
         match &self.0 {
             BodyInner::Memory(c) => {
                 let start = usize::try_from(c.position()).unwrap_or(usize::MAX);
-                Some(c.get_ref().as_ref().get(start..).unwrap_or_default())
+                Some(c.get_ref().get(start..).unwrap_or_default())
             }
             BodyInner::File(_) => None,
         }
@@ -1675,8 +1581,6 @@ struct MsgInner {
     body_len: u64,
     /// In a slot (checked still to hold this message when opened), not a version 1 file.
     in_slot: bool,
-    /// The committed bytes, until the first delivery attempt is over.
-    hot: Mutex<Option<Arc<HotBody>>>,
 }
 
 impl MsgInner {
@@ -1728,15 +1632,10 @@ impl SpooledMessage {
     }
 
     /// Opens the message bytes for streaming (positioned at the first byte, limited to the
-    /// message length). A message still in memory from its commit is served from there; one of
-    /// at most [`SMALL_BODY`] bytes is read whole, on the calling thread, and served from
-    /// memory; a larger one is streamed from the file through the blocking pool.
+    /// message length). A message of at most [`SMALL_BODY`] bytes is read whole, on the
+    /// calling thread, and served from memory; a larger one is streamed from the file through
+    /// the blocking pool.
     pub async fn open_body(&self) -> io::Result<BodyReader> {
-        if let Some(hot) = lock(&self.0.hot).clone() {
-            return Ok(BodyReader(BodyInner::Memory(io::Cursor::new(
-                MemoryBody::Hot(hot),
-            ))));
-        }
         if self.0.body_len <= SMALL_BODY {
             // A slot just written or recently read is in the page cache: read on this thread
             // (see "Threads" in the module documentation).
@@ -1749,9 +1648,7 @@ impl SpooledMessage {
                     format!("message {} is shorter than its header says", self.0.id),
                 ));
             }
-            return Ok(BodyReader(BodyInner::Memory(io::Cursor::new(
-                MemoryBody::Read(body),
-            ))));
+            return Ok(BodyReader(BodyInner::Memory(io::Cursor::new(body))));
         }
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
@@ -1764,18 +1661,6 @@ impl SpooledMessage {
         })
         .await
         .map_err(io::Error::other)?
-    }
-
-    /// Lets go of the in-memory copy of a just-committed message (see "Writing a message" in
-    /// the module documentation): the queue calls it when the message's first delivery
-    /// attempt is over, so later attempts read the spool.
-    pub fn release_memory(&self) {
-        lock(&self.0.hot).take();
-    }
-
-    /// Whether the message's bytes are still in memory from its commit.
-    pub fn in_memory(&self) -> bool {
-        lock(&self.0.hot).is_some()
     }
 
     /// Reads the whole message into memory (for small messages and tests).
@@ -1835,20 +1720,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn committed_bodies_stay_in_memory_for_one_attempt_and_buffers_are_reused() {
-        use std::sync::atomic::Ordering;
+    async fn receive_buffers_are_reused_empty_and_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = SpoolConfig::new(dir.path());
         cfg.spill_threshold = 64 * 1024;
         let (spool, _) = Spool::open(&cfg).await.unwrap();
-        let buffers = Arc::clone(&spool.inner.buffers);
-        let pooled = || {
-            let p = lock(&buffers.pool);
+        let pooled = |spool: &Spool| {
+            let p = lock(&spool.inner.buffers);
             (p.free.len(), p.bytes)
         };
-        let hot = || buffers.hot_bytes.load(Ordering::Acquire);
-        // Committed from memory: the buffer stays as the message's in-memory copy, which
-        // serves the delivery with the bytes the file holds.
+        // A committed message gives its buffer back, and the next message starts from it
+        // empty: its body is its own bytes only.
         let mut a = spool.receive(test_envelope()).await.unwrap();
         let (n, r) = a
             .write_with(|buf| {
@@ -1858,60 +1740,24 @@ mod tests {
             .await;
         assert_eq!((n, r.is_ok(), a.len()), (7, true, 40_000));
         let a = a.commit_inner().await.unwrap();
-        assert!(a.in_memory());
-        assert_eq!((pooled().0, hot()), (0, 40_000));
-        let reader = a.open_body().await.unwrap();
-        let served = reader.remaining_in_memory().unwrap().to_vec();
-        assert_eq!(served, vec![b'a'; 40_000]);
-        assert_eq!(a.read_body().await.unwrap(), served);
-        // Released while a reader still holds it: the memory goes when the reader does.
-        a.release_memory();
-        assert!(!a.in_memory());
-        assert_eq!(hot(), 40_000);
-        drop(reader);
-        assert_eq!(hot(), 0);
-        let (count, bytes) = pooled();
+        let (count, bytes) = pooled(&spool);
         assert_eq!(count, 1);
         assert!(bytes >= 40_000);
-        // Later reads come from the file.
-        let reader = a.open_body().await.unwrap();
-        assert_eq!(reader.remaining_in_memory().unwrap(), &[b'a'; 40_000][..]);
-        // The next message starts from the pooled buffer, empty: its body is its own bytes.
         let mut b = spool.receive(test_envelope()).await.unwrap();
-        assert_eq!(pooled(), (0, 0));
+        assert_eq!(pooled(&spool), (0, 0));
         assert!(b.buf.capacity() >= 40_000 && b.buf.is_empty());
         b.write(b"short\r\n").await.unwrap();
         let b = b.commit_inner().await.unwrap();
         assert_eq!(b.read_body().await.unwrap(), b"short\r\n");
-        drop(b);
-        assert_eq!(hot(), 0, "dropping the message frees its copy");
-        // A spilled message is not kept in memory, and its buffer goes back to the pool.
-        let mut c = spool.receive(test_envelope()).await.unwrap();
-        for _ in 0..3 {
-            c.write(&[b'c'; 30_000]).await.unwrap();
-        }
-        let c = c.commit_inner().await.unwrap();
-        assert!(!c.in_memory());
-        assert_eq!(c.read_body().await.unwrap(), vec![b'c'; 90_000]);
-        // The in-memory budget holds: past it, a message is read from its file.
-        let big = vec![b'x'; HOT_BODY_BYTES - 10];
-        let kept = buffers.keep_hot(big).unwrap();
-        let mut d = spool.receive(test_envelope()).await.unwrap();
-        d.write(b"over the budget\r\n").await.unwrap();
-        let d = d.commit_inner().await.unwrap();
-        assert!(!d.in_memory());
-        assert_eq!(d.read_body().await.unwrap(), b"over the budget\r\n");
-        drop(kept);
-        assert_eq!(hot(), 0);
-        // A buffer that grew past twice the spill threshold is freed, not kept, and the pool
-        // holds at most POOLED_BUFFER_BYTES.
-        let before = pooled().0;
-        buffers.give(Vec::with_capacity(3 * 64 * 1024));
-        assert_eq!(pooled().0, before);
+        assert_eq!(a.read_body().await.unwrap(), vec![b'a'; 40_000]);
+        // A buffer that grew past twice the spill threshold is freed, not kept.
+        spool.inner.give_buffer(Vec::with_capacity(3 * 64 * 1024));
+        assert_eq!(pooled(&spool).0, 1);
+        // And the pool holds at most POOLED_BUFFER_BYTES.
         for _ in 0..(POOLED_BUFFER_BYTES / (100 * 1024) + 10) {
-            buffers.give(Vec::with_capacity(100 * 1024));
+            spool.inner.give_buffer(Vec::with_capacity(100 * 1024));
         }
-        assert!(pooled().1 <= POOLED_BUFFER_BYTES);
+        assert!(pooled(&spool).1 <= POOLED_BUFFER_BYTES);
     }
 
     #[test]
