@@ -574,29 +574,30 @@ fn flush_loop(shared: &FlushShared, slots: &Mutex<Slots>) {
 /// slot since; a slot to delete is unlinked instead, and one fsync of its directory makes all
 /// the batch's unlinks durable at once (while a backlog drains, that is most of the batch).
 fn flush_batch(batch: Vec<Pending>, slots: &Mutex<Slots>) {
-    let mut durable = Vec::with_capacity(batch.len());
-    let mut dirs: Vec<(PathBuf, bool)> = Vec::new();
+    // Per slot: whether it is done (flushed, reused, deleted or gone), and whether this pass
+    // unlinked it (so it waits for the directory fsync).
+    let mut done = Vec::with_capacity(batch.len());
+    // Every slot is in `slots/`: the directory of the first unlink is the one to flush.
+    let mut unlinked_in: Option<PathBuf> = None;
     for p in &batch {
-        let ok = if p.delete {
+        let state = if p.delete {
             match fs::remove_file(&p.path) {
                 Ok(()) => {
-                    if let Some(dir) = p.path.parent()
-                        && !dirs.iter().any(|(d, _)| d == dir)
-                    {
-                        dirs.push((dir.to_owned(), false));
+                    if unlinked_in.is_none() {
+                        unlinked_in = p.path.parent().map(Path::to_owned);
                     }
-                    true
+                    (true, true)
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => (true, false),
                 Err(e) => {
                     tracing::warn!(path = %p.path.display(), error = %e, "cannot delete a free spool slot");
-                    false
+                    (false, false)
                 }
             }
         } else {
             // A slot overwritten by a committed message since: that commit's fdatasync
             // covered it.
-            lock(slots).commits.get(&p.n).copied().unwrap_or(0) != p.generation
+            let ok = lock(slots).commits.get(&p.n).copied().unwrap_or(0) != p.generation
                 || match File::open(&p.path).and_then(|f| f.sync_data()) {
                     Ok(()) => true,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => true,
@@ -604,24 +605,20 @@ fn flush_batch(batch: Vec<Pending>, slots: &Mutex<Slots>) {
                         tracing::warn!(path = %p.path.display(), error = %e, "cannot flush a free spool slot; it may be delivered again after a power loss");
                         false
                     }
-                }
+                };
+            (ok, false)
         };
-        durable.push(ok);
+        done.push(state);
     }
-    for (dir, synced) in &mut dirs {
-        match File::open(&*dir).and_then(|f| f.sync_all()) {
-            Ok(()) => *synced = true,
-            Err(e) => {
+    let unlinks_durable = unlinked_in.is_none_or(|dir| {
+        File::open(&dir)
+            .and_then(|f| f.sync_all())
+            .inspect_err(|e| {
                 tracing::warn!(path = %dir.display(), error = %e, "cannot flush the deletion of free spool slots; they may be delivered again after a power loss");
-            }
-        }
-    }
-    for (p, ok) in batch.into_iter().zip(durable) {
-        let unlink_durable = || {
-            p.path
-                .parent()
-                .is_none_or(|dir| dirs.iter().all(|(d, synced)| d != dir || *synced))
-        };
+            })
+            .is_ok()
+    });
+    for (p, (ok, unlinked)) in batch.into_iter().zip(done) {
         if !ok {
             if p.delete {
                 // Not deleted: keep the file (free in memory, a duplicate at worst on disk).
@@ -632,7 +629,7 @@ fn flush_batch(batch: Vec<Pending>, slots: &Mutex<Slots>) {
             }
             continue;
         }
-        if p.delete && !unlink_durable() {
+        if unlinked && !unlinks_durable {
             // Gone, but not durably: the message may come back, so its state file stays.
             continue;
         }
